@@ -1,0 +1,28 @@
+"""Helpers shared by the CLI modules: turning library errors into one-line messages."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+#: Exceptions the library raises for bad input; they become one line on stderr and exit code 1.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, OSError)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Report expected errors as ``error: <message>`` and exit non-zero, without a traceback."""
+    try:
+        yield
+    except USER_ERRORS as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+        sys.stdout.flush()
+        raise typer.Exit(code=1) from None

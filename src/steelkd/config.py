@@ -1,0 +1,280 @@
+"""Typed configuration: plain YAML files in ``configs/`` map one to one onto these dataclasses.
+
+Every field can be overridden from the command line with ``--set section.field=value`` (the value is
+parsed as YAML, so ``--set train.lr=3e-4``, ``--set data.crop=[128,128]`` and ``--set distill=null``
+work). Unknown keys are errors that name the key, so a typo never silently falls back to a default.
+
+Example:
+    >>> from steelkd.config import Config, load_config
+    >>> cfg = Config()
+    >>> cfg.train.lr
+    0.0001
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from steelkd.io import atomic_write_text
+
+SEVERSTAL_CLASSES: list[str] = ["background", "pitting", "crazing", "scratches", "patches"]
+NEU_SEG_CLASSES: list[str] = ["background", "inclusion", "patches", "scratches"]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be applied."""
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is fed to the model.
+
+    Args:
+        kind: ``"severstal"`` (``train.csv`` + ``train_images/``), ``"folder"`` (images plus PNG label maps,
+            e.g. NEU-Seg) or ``"synth"`` (synthetic Severstal-layout data generated into ``root`` on first
+            use with ``synth_n`` images and ``seed``).
+        root: data set root directory.
+        class_names: names of the label-map values, background first.
+        split_file: Severstal/synth only: JSON train/test split; created (deterministically from ``seed``)
+            when missing and reused afterwards. Empty: ``<root>/steelkd_split.json``.
+        train_split / val_split: folder layout only: the sub-folder names under ``images/`` and
+            ``annotations/``.
+        defect_only: Severstal only: keep only images with at least one defect (the paper's choice).
+        test_fraction: Severstal only: share of images in the test split.
+        crop: training random-crop size ``[height, width]``; empty list: no crop (full image).
+        hflip, vflip, brightness_contrast: probabilities of those augmentations in training.
+        batch_size: images per batch per device.
+        num_workers: DataLoader worker processes.
+        max_train_images / max_val_images: cap on the number of images (0 = all), for quick runs.
+        seed: seed of the split and of synthetic data.
+        synth_n: number of images generated for ``kind="synth"``.
+    """
+
+    kind: str = "severstal"
+    root: str = ""
+    class_names: list[str] = field(default_factory=lambda: list(SEVERSTAL_CLASSES))
+    split_file: str = ""
+    train_split: str = "training"
+    val_split: str = "test"
+    defect_only: bool = True
+    test_fraction: float = 0.2
+    crop: list[int] = field(default_factory=lambda: [256, 512])
+    hflip: float = 0.5
+    vflip: float = 0.5
+    brightness_contrast: float = 0.5
+    batch_size: int = 8
+    num_workers: int = 2
+    max_train_images: int = 0
+    max_val_images: int = 0
+    seed: int = 0
+    synth_n: int = 200
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build (see ``steelkd models list``).
+
+    Args:
+        name: registered model name, e.g. ``resunet_convnext_tiny``.
+        pretrained: ImageNet encoder weights through timm (needs a network).
+        encoder_weights: local safetensors / state-dict file for the encoder (no network needed).
+        kwargs: extra keyword arguments for the model constructor.
+    """
+
+    name: str = "resunet_convnext_tiny"
+    pretrained: bool = False
+    encoder_weights: str = ""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation recipe and the Lightning Trainer settings.
+
+    Defaults are the paper's recipe: AdamW, lr 1e-4, 80 epochs, batch 8 (``data.batch_size``).
+
+    Args:
+        epochs: training epochs.
+        max_minutes: stop after this wall-clock time (0 = no limit); the best checkpoint is kept.
+        lr: initial learning rate.
+        weight_decay: AdamW weight decay.
+        scheduler: ``"none"`` (constant, the paper) or ``"cosine"`` (per step, with ``warmup_steps``).
+        warmup_steps: linear warm-up steps for the cosine schedule.
+        class_weights: weighted CE: ``"median_freq"`` (default), ``"inverse"``, ``"none"`` or a list.
+        dice_weight: weight of an optional Dice loss added to the CE (0 = off).
+        precision: Lightning precision: ``"32"``, ``"bf16-mixed"``, ``"16-mixed"``.
+        accelerator / devices / num_nodes / strategy: passed to ``lightning.Trainer``.
+        seed: global seed (``lightning.seed_everything``).
+        deterministic: ask torch for deterministic algorithms.
+        val_every: validate every N epochs.
+        log_every: log every N steps.
+        limit_train_batches / limit_val_batches: Lightning's limits (1.0 = all), for quick runs.
+        out_dir: where checkpoints, logs and the exported model go.
+    """
+
+    epochs: int = 80
+    max_minutes: float = 0.0
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    scheduler: str = "none"
+    warmup_steps: int = 0
+    class_weights: Any = "median_freq"
+    dice_weight: float = 0.0
+    precision: str = "32"
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    val_every: int = 1
+    log_every: int = 10
+    limit_train_batches: float = 1.0
+    limit_val_batches: float = 1.0
+    out_dir: str = "runs/default"
+
+
+@dataclass
+class DistillConfig:
+    """Channel-wise distillation settings.
+
+    Args:
+        teacher: path to the trained teacher (exported model directory, ``.safetensors`` or ``.ckpt``).
+        tau: CWD temperature (the paper: 1.0).
+        loss_weight: λ in L = L_wCE + λ·L_CWD.
+        variant: ``"standard"`` (CWD on raw logits, Shu et al.) or ``"paper_eq5"`` (class softmax first).
+        where: ``"logits"`` (final full-resolution logits, the paper), ``"logits_low"`` (1/4-resolution
+            logits before upsampling) or ``"features"`` (decoder features through 1x1 adapters, plus the
+            logits).
+        feature_weight: weight of each feature-level term when ``where="features"``.
+    """
+
+    teacher: str = ""
+    tau: float = 1.0
+    loss_weight: float = 1.0
+    variant: str = "standard"
+    where: str = "logits"
+    feature_weight: float = 1.0
+
+
+@dataclass
+class Config:
+    """A whole run: data, model, training recipe and (for ``steelkd distill``) distillation."""
+
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _resolve_type(tp: Any) -> tuple[Any, bool]:
+    """Return (dataclass type or None, optional?) for a field annotation."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _resolve_type(args[0])[0], True
+    return (tp if is_dataclass(tp) else None), False
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown key {where + '.' if where else ''}{unknown[0]} (known: {', '.join(sorted(known))})")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        sub, _ = _resolve_type(hints[name])
+        key = f"{where}.{name}" if where else name
+        if sub is not None and value is not None:
+            kwargs[name] = _from_dict(sub, value, key)
+        else:
+            kwargs[name] = _coerce(value, hints[name], key)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build a :class:`Config` from a nested dict, checking every key and scalar type."""
+    cfg = _from_dict(Config, data or {}, "")
+    if cfg.train.scheduler not in ("none", "cosine"):
+        raise ConfigError(f"train.scheduler: expected 'none' or 'cosine', got {cfg.train.scheduler!r}")
+    if cfg.data.kind not in ("severstal", "folder", "synth"):
+        raise ConfigError(f"data.kind: expected severstal, folder or synth, got {cfg.data.kind!r}")
+    if cfg.distill is not None:
+        if cfg.distill.where not in ("logits", "logits_low", "features"):
+            raise ConfigError(f"distill.where: expected logits, logits_low or features, got {cfg.distill.where!r}")
+        if cfg.distill.variant not in ("standard", "paper_eq5"):
+            raise ConfigError(f"distill.variant: expected standard or paper_eq5, got {cfg.distill.variant!r}")
+    return cfg
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.field=value`` overrides (values parsed as YAML) to a nested config dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=3e-4")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for p in parts[:-1]:
+            if node.get(p) is None:
+                node[p] = {}
+            node = node[p]
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or start from defaults), apply overrides and validate.
+
+    Raises:
+        ConfigError: naming the file and the bad key or value.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+    data = apply_overrides(data, list(overrides or []))
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from exc
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write a config as YAML (atomically)."""
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
