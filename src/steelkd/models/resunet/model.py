@@ -180,8 +180,10 @@ def load_encoder_state(encoder: nn.Module, path: str | Path) -> None:
         else:
             unexpected.append(key)
     missing = [k for k in own if k not in mapped]
-    shapes = [
-        f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}" for k, v in mapped.items() if v.shape != own[k].shape
+    shapes = [  # in the encoder's own order, so the first named keys are the first layers
+        f"{k} {tuple(mapped[k].shape)} != {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in mapped and mapped[k].shape != v.shape
     ]
     problems = []
     if missing:
