@@ -1,0 +1,504 @@
+"""Tables and figures for reports: markdown/CSV tables in the paper's layout and matplotlib PNG figures.
+
+Everything here works on plain numbers, arrays and ``metrics.csv`` files, so it can be tested on fake
+inputs and used by any layer above (``steelkd.experiment`` builds the report from these pieces).
+Figures use matplotlib's Agg backend (no display needed) and are written atomically.
+
+Example:
+    >>> from steelkd.report import MeanStd, Table
+    >>> t = Table("mDice", ["network", "before", "after"],
+    ...           [["student", MeanStd.of([0.75, 0.77]), MeanStd.of([0.78])]])
+    >>> print(t.to_markdown(digits=3).splitlines()[2])
+    | student | 0.760 ± 0.014 | 0.780 |
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.patches import Patch
+
+from steelkd.io import atomic_path, atomic_write_text
+
+#: Overlay colours (RGB 0..255) of label values 1..; background (0) is never painted.
+CLASS_COLORS: list[tuple[int, int, int]] = [
+    (230, 25, 75),  # red
+    (60, 180, 75),  # green
+    (0, 130, 200),  # blue
+    (255, 225, 25),  # yellow
+    (145, 30, 180),  # purple
+    (70, 240, 240),  # cyan
+    (245, 130, 48),  # orange
+    (240, 50, 230),  # magenta
+]
+
+
+# --------------------------------------------------------------------------------------------- numbers
+@dataclass(frozen=True)
+class MeanStd:
+    """Mean and sample standard deviation of repeated runs (one value per seed).
+
+    Args:
+        mean: the mean (NaN when there are no values).
+        std: the sample standard deviation (ddof=1; 0 for a single value).
+        n: number of values.
+
+    Example:
+        >>> MeanStd.of([0.70, 0.72]).format(3)
+        '0.710 ± 0.014'
+        >>> MeanStd.of([0.70]).format(3)
+        '0.700'
+    """
+
+    mean: float
+    std: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> MeanStd:
+        vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+        if not vals:
+            return cls(float("nan"), float("nan"), 0)
+        arr = np.asarray(vals, dtype=np.float64)
+        std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+        return cls(float(arr.mean()), std, len(arr))
+
+    def format(self, digits: int = 4) -> str:
+        if self.n == 0:
+            return "–"
+        if self.n == 1:
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+
+
+def format_cell(value: Any, digits: int = 4) -> str:
+    """Format one table cell: floats with ``digits`` decimals, :class:`MeanStd` as ``m ± s``, None as ''."""
+    if value is None:
+        return ""
+    if isinstance(value, MeanStd):
+        return value.format(digits)
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+@dataclass
+class Table:
+    """A titled table rendered to markdown (for reports) and CSV (for spreadsheets and scripts).
+
+    Cells may be str, int, float, None or :class:`MeanStd`. In CSV a column holding MeanStd cells is
+    expanded to ``<col>`` (mean), ``<col>_std`` and ``<col>_n``, so the numbers stay machine-readable.
+
+    Args:
+        title: caption printed above the markdown table.
+        columns: column headers.
+        rows: the rows, each as long as ``columns``.
+        digits: decimals of floats in the markdown rendering (CSV keeps full precision).
+
+    Example:
+        >>> t = Table("params", ["model", "params (M)"], [["atto", 3.5]], digits=2)
+        >>> t.to_markdown().splitlines()[-1]
+        '| atto | 3.50 |'
+    """
+
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    digits: int = 4
+
+    def __post_init__(self) -> None:
+        for i, row in enumerate(self.rows):
+            if len(row) != len(self.columns):
+                raise ValueError(
+                    f"table {self.title!r}: row {i} has {len(row)} cells, expected {len(self.columns)}"
+                )
+
+    def to_markdown(self, digits: int | None = None) -> str:
+        d = self.digits if digits is None else digits
+        lines = [
+            "| " + " | ".join(self.columns) + " |",
+            "| " + " | ".join("---" for _ in self.columns) + " |",
+        ]
+        for row in self.rows:
+            lines.append("| " + " | ".join(format_cell(c, d).replace("|", "\\|") for c in row) + " |")
+        return "\n".join(lines)
+
+    def _csv_header_and_rows(self) -> tuple[list[str], list[list[Any]]]:
+        ms_cols = {j for j in range(len(self.columns)) if any(isinstance(r[j], MeanStd) for r in self.rows)}
+        header: list[str] = []
+        for j, name in enumerate(self.columns):
+            header += [name, f"{name}_std", f"{name}_n"] if j in ms_cols else [name]
+        out: list[list[Any]] = []
+        for row in self.rows:
+            cells: list[Any] = []
+            for j, value in enumerate(row):
+                if j in ms_cols:
+                    if isinstance(value, MeanStd):
+                        cells += [_csv_num(value.mean), _csv_num(value.std), value.n]
+                    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                        cells += [_csv_num(float(value)), "", 1]
+                    else:
+                        cells += ["" if value is None else value, "", ""]
+                else:
+                    cells.append(
+                        "" if value is None else (_csv_num(value) if isinstance(value, float) else value)
+                    )
+            out.append(cells)
+        return header, out
+
+    def to_csv_text(self) -> str:
+        header, rows = self._csv_header_and_rows()
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return buf.getvalue()
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write the table as CSV (atomically) and return the path."""
+        atomic_write_text(path, self.to_csv_text())
+        return Path(path)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        return pd.read_csv(io.StringIO(self.to_csv_text()))
+
+
+def _csv_num(x: float) -> str:
+    return "" if math.isnan(x) else repr(float(x))
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 4) -> str:
+    """Render rows as a markdown table (see :class:`Table`)."""
+    return Table("", list(columns), [list(r) for r in rows], digits).to_markdown()
+
+
+# ---------------------------------------------------------------------------------------- loss history
+_LOSSES = {"loss": "train/loss", "loss_kd": "train/loss_kd", "loss_ce": "train/loss_ce"}
+
+
+def read_loss_history(metrics_csv: str | Path) -> pd.DataFrame:
+    """Read the training losses of a run from its Lightning ``logs/metrics.csv``.
+
+    Accepts both ways Lightning names logged values: ``train/loss`` (step rows) or ``train/loss_step``
+    plus ``train/loss_epoch``. Epoch means missing from the file are computed from the step values.
+
+    Args:
+        metrics_csv: path of the CSVLogger file (columns ``epoch``, ``step``, ``train/loss`` ...).
+
+    Returns:
+        A DataFrame with columns ``kind`` (``"step"`` or ``"epoch"``), ``x`` (training progress in
+        epochs: a step row inside epoch e lies in (e, e+1], an epoch mean at e+1), ``epoch``, and
+        ``loss`` (L), ``loss_kd`` (L_KD) and ``loss_ce`` (L_wCE) where logged (NaN otherwise).
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: the file has no ``epoch`` column or no training loss.
+
+    Example:
+        >>> hist = read_loss_history("runs/x/logs/metrics.csv")  # doctest: +SKIP
+        >>> hist[hist.kind == "epoch"][["epoch", "loss", "loss_kd"]]  # doctest: +SKIP
+    """
+    path = Path(metrics_csv)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: metrics file not found")
+    df = pd.read_csv(path)
+    if "epoch" not in df.columns:
+        raise ValueError(f"{path}: no 'epoch' column")
+    step_cols = {k: next((c for c in (v + "_step", v) if c in df.columns), None) for k, v in _LOSSES.items()}
+    epoch_cols = {k: (v + "_epoch") if (v + "_epoch") in df.columns else None for k, v in _LOSSES.items()}
+    if step_cols["loss"] is None and epoch_cols["loss"] is None:
+        raise ValueError(
+            f"{path}: no training loss column (expected train/loss, train/loss_step or train/loss_epoch)"
+        )
+    step = df["step"] if "step" in df.columns else pd.Series(np.arange(len(df)), index=df.index)
+
+    # Step rows: any row carrying a step value of some loss.
+    present_step = [c for c in step_cols.values() if c is not None]
+    step_rows = df[df[present_step].notna().any(axis=1)] if present_step else df.iloc[0:0]
+    frames: list[pd.DataFrame] = []
+    if len(step_rows):
+        s = pd.DataFrame({"kind": "step", "epoch": step_rows["epoch"].astype(int).to_numpy()})
+        st = step.loc[step_rows.index].to_numpy(dtype=np.float64)
+        x = np.empty(len(s), dtype=np.float64)
+        for e in np.unique(s["epoch"]):
+            m = (s["epoch"] == e).to_numpy()
+            lo, hi = st[m].min(), st[m].max()
+            span = max(hi - lo + 1.0, 1.0)
+            x[m] = e + (st[m] - lo + 1.0) / span
+        s["x"] = x
+        for k, c in step_cols.items():
+            s[k] = step_rows[c].to_numpy(dtype=np.float64) if c is not None else np.nan
+        frames.append(s)
+
+    # Epoch rows: the logged epoch means, else means of the step values.
+    present_epoch = [c for c in epoch_cols.values() if c is not None]
+    if present_epoch:
+        er = df[df[present_epoch].notna().any(axis=1)]
+        e = pd.DataFrame({"kind": "epoch", "epoch": er["epoch"].astype(int).to_numpy()})
+        for k, c in epoch_cols.items():
+            e[k] = er[c].to_numpy(dtype=np.float64) if c is not None else np.nan
+        e = e.groupby("epoch", as_index=False).agg({"kind": "first", **{k: "mean" for k in _LOSSES}})
+    elif frames:
+        e = frames[0].groupby("epoch", as_index=False)[list(_LOSSES)].mean()
+        e.insert(0, "kind", "epoch")
+    else:  # pragma: no cover - guarded above
+        e = pd.DataFrame(columns=["kind", "epoch", *_LOSSES])
+    if frames:  # fill epoch means of losses logged only per step
+        means = frames[0].groupby("epoch")[list(_LOSSES)].mean()
+        for k in _LOSSES:
+            missing = e[k].isna()
+            e.loc[missing, k] = e.loc[missing, "epoch"].map(means[k])
+    e["x"] = e["epoch"].astype(float) + 1.0
+    frames.append(e)
+    out = pd.concat(frames, ignore_index=True)[["kind", "x", "epoch", *_LOSSES]]
+    return out.sort_values(["kind", "x"], kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def _save(fig: Any, path: str | Path) -> Path:
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return target
+
+
+def plot_loss_curves(history: pd.DataFrame, path: str | Path, *, title: str = "Training losses") -> Path:
+    """Plot the distillation loss L_KD and the total loss L (and L_wCE when logged) over training (Fig. 4).
+
+    Epoch means are drawn as lines with markers; per-step values, when present, as faint lines behind.
+
+    Args:
+        history: the frame of :func:`read_loss_history`.
+        path: PNG file to write.
+        title: figure title.
+
+    Example:
+        >>> plot_loss_curves(read_loss_history("run/logs/metrics.csv"), "fig4.png")  # doctest: +SKIP
+    """
+    series = [
+        ("loss", "L (total)", "tab:blue", "-"),
+        ("loss_kd", "L_KD (distillation)", "tab:red", "-"),
+        ("loss_ce", "L_wCE (weighted CE)", "tab:green", "--"),
+    ]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    steps = history[history["kind"] == "step"]
+    epochs = history[history["kind"] == "epoch"]
+    drawn = 0
+    for key, label, color, style in series:
+        if key not in history.columns or history[key].isna().all():
+            continue
+        s = steps[steps[key].notna()]
+        if len(s) > 1:
+            ax.plot(s["x"], s[key], color=color, alpha=0.25, linewidth=0.8, linestyle=style)
+        ep = epochs[epochs[key].notna()]
+        if len(ep):
+            ax.plot(
+                ep["x"],
+                ep[key],
+                color=color,
+                marker="o",
+                markersize=4,
+                linestyle=style,
+                label=f"{label}, epoch mean",
+            )
+            drawn += 1
+    if drawn == 0:
+        ax.text(0.5, 0.5, "no loss values logged", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if drawn:
+        ax.legend(loc="upper right")
+    return _save(fig, path)
+
+
+def _mean_err(values: Sequence[MeanStd | float]) -> tuple[np.ndarray, np.ndarray]:
+    means = np.array([v.mean if isinstance(v, MeanStd) else float(v) for v in values], dtype=np.float64)
+    errs = np.array([v.std if isinstance(v, MeanStd) and v.n > 1 else 0.0 for v in values], dtype=np.float64)
+    return means, errs
+
+
+def plot_dice_bars(
+    class_names: Sequence[str],
+    before: Sequence[MeanStd | float],
+    after: Sequence[MeanStd | float],
+    path: str | Path,
+    *,
+    title: str = "Dice per class before and after distillation",
+    labels: tuple[str, str] = ("baseline student", "distilled student"),
+    reference: Sequence[MeanStd | float] | None = None,
+    reference_label: str = "teacher",
+) -> Path:
+    """Bars of Dice per defect class, before and after distillation (Fig. 5), with ± std error bars.
+
+    Args:
+        class_names: the defect classes (no background), one group of bars each.
+        before / after: Dice per class of the baseline and the distilled student.
+        path: PNG file to write.
+        title: figure title.
+        labels: legend labels of the two bar series.
+        reference: optional third series (e.g. the teacher), drawn in grey.
+        reference_label: its legend label.
+
+    Example:
+        >>> plot_dice_bars(["pitting", "crazing"], [0.61, 0.58], [0.65, 0.65], "fig5.png")  # doctest: +SKIP
+    """
+    if not (len(class_names) == len(before) == len(after)):
+        raise ValueError(f"plot_dice_bars: {len(class_names)} classes but {len(before)}/{len(after)} values")
+    series: list[tuple[str, Sequence[MeanStd | float], str]] = [
+        (labels[0], before, "tab:gray" if reference is None else "tab:orange"),
+        (labels[1], after, "tab:blue"),
+    ]
+    if reference is not None:
+        series.append((reference_label, reference, "0.6"))
+    x = np.arange(len(class_names))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.6 * len(class_names) + 2), 4.2))
+    for i, (label, values, color) in enumerate(series):
+        means, errs = _mean_err(values)
+        pos = x - 0.4 + width * (i + 0.5)
+        bars = ax.bar(
+            pos, means, width, yerr=errs if errs.any() else None, capsize=3, label=label, color=color
+        )
+        for b, m in zip(bars, means, strict=True):
+            if not math.isnan(m):
+                ax.annotate(
+                    f"{m:.3f}",
+                    (b.get_x() + b.get_width() / 2, m),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                )
+    ax.set_xticks(x, list(class_names))
+    ax.set_xlabel("defect class")
+    ax.set_ylabel("Dice")
+    ax.set_ylim(0, 1.08)
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def overlay_label_map(
+    image: np.ndarray,
+    label_map: np.ndarray,
+    *,
+    alpha: float = 0.45,
+    colors: Sequence[tuple[int, int, int]] = CLASS_COLORS,
+) -> np.ndarray:
+    """Paint the classes of a label map over an RGB image (background left untouched).
+
+    Args:
+        image: H x W x 3 uint8 (or H x W grayscale).
+        label_map: H x W integer label map, 0 = background, k = class k (colour ``colors[k-1]``).
+        alpha: opacity of the paint.
+        colors: RGB colours of classes 1, 2, ...
+
+    Returns:
+        H x W x 3 uint8.
+
+    Example:
+        >>> import numpy as np
+        >>> out = overlay_label_map(np.zeros((4, 4, 3), np.uint8), np.eye(4, dtype=np.uint8))
+        >>> out[0, 0].tolist(), out[0, 1].tolist()
+        ([104, 11, 34], [0, 0, 0])
+    """
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.shape[:2] != label_map.shape[:2]:
+        raise ValueError(f"overlay: image {img.shape[:2]} and label map {label_map.shape[:2]} differ in size")
+    out = img.astype(np.float32).copy()
+    for k in np.unique(label_map):
+        if k == 0:
+            continue
+        color = np.asarray(colors[(int(k) - 1) % len(colors)], dtype=np.float32)
+        m = label_map == k
+        out[m] = (1 - alpha) * out[m] + alpha * color
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def plot_overlay_grid(
+    panels: Sequence[Sequence[np.ndarray]],
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    path: str | Path,
+    *,
+    title: str = "Predictions",
+    legend: Sequence[str] = (),
+    colors: Sequence[tuple[int, int, int]] = CLASS_COLORS,
+) -> Path:
+    """A grid of overlay images: one row per example (defect class), one column per model (Fig. 6).
+
+    Args:
+        panels: ``panels[r][c]`` is an RGB uint8 image (already painted, see :func:`overlay_label_map`).
+        row_labels: label of each row (e.g. the defect class of that example).
+        col_labels: title of each column (e.g. "ground truth", "baseline student", ...).
+        path: PNG file to write.
+        title: figure title.
+        legend: class names of label values 1, 2, ... for the colour legend.
+        colors: colours used to paint them.
+
+    Example:
+        >>> grid = [[gt_rgb, student_rgb]]  # doctest: +SKIP
+        >>> plot_overlay_grid(grid, ["pitting"], ["truth", "student"], "fig6.png")  # doctest: +SKIP
+    """
+    nr, nc = len(panels), len(col_labels)
+    if nr == 0 or len(row_labels) != nr or any(len(r) != nc for r in panels):
+        raise ValueError(f"plot_overlay_grid: expected {len(row_labels)} rows of {nc} images")
+    h, w = panels[0][0].shape[:2]
+    cell_w = 3.6
+    cell_h = max(1.2, min(3.6, cell_w * h / max(w, 1)))
+    fig, axes = plt.subplots(nr, nc, figsize=(cell_w * nc, cell_h * nr + 0.9), squeeze=False)
+    for r in range(nr):
+        for c in range(nc):
+            ax = axes[r][c]
+            ax.imshow(panels[r][c])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(col_labels[c], fontsize=10)
+            if c == 0:
+                ax.set_ylabel(row_labels[r], fontsize=10)
+    if legend:
+        handles = [
+            Patch(color=np.asarray(colors[i % len(colors)]) / 255.0, label=name)
+            for i, name in enumerate(legend)
+        ]
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06 if legend else 0, 1, 0.97))
+    return _save(fig, path)
+
+
+def write_records_csv(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Write a list of flat dicts as CSV (atomically), columns in first-seen order."""
+    cols: list[str] = []
+    for r in records:
+        cols += [k for k in r if k not in cols]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        writer.writerow({k: r.get(k, "") for k in cols})
+    atomic_write_text(path, buf.getvalue())
+    return Path(path)
