@@ -1,0 +1,130 @@
+"""ONNX export of a segmentation model (plain forward: image -> logits) and a parity check."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from steelkd.io import atomic_path
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+
+
+class _LogitsOnly(nn.Module):
+    """Wrap a model so the exported graph has exactly one input and one output."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def to_onnx(
+    model: nn.Module,
+    path: str | Path,
+    opset: int = 17,
+    metadata: dict[str, str] | None = None,
+    sample_size: tuple[int, int] = (256, 256),
+) -> Path:
+    """Export ``model``'s plain forward to ONNX with dynamic batch, height and width.
+
+    Uses the legacy TorchScript exporter (``dynamo=False``). Input ``image`` (``N x 3 x H x W``, float32,
+    normalised), output ``logits`` (``N x C x H x W``). The file is written atomically; ``metadata`` goes
+    into the model's ``metadata_props`` (read back with ``onnxruntime``'s
+    ``get_modelmeta().custom_metadata_map``).
+
+    Args:
+        model: a segmentation model (left in its original train/eval mode and device afterwards).
+        path: output ``.onnx`` file.
+        opset: ONNX opset version.
+        metadata: string key/value pairs to embed (e.g. class names, normalisation as JSON).
+        sample_size: ``(H, W)`` of the dummy input used for tracing; any size works afterwards.
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> from steelkd.models import create_model
+        >>> model = create_model("resunet_convnext_atto")
+        >>> to_onnx(model, "model.onnx", metadata={"classes": "bg,1,2,3,4"})  # doctest: +SKIP
+    """
+    import onnx
+
+    path = Path(path)
+    h, w = (int(s) for s in sample_size)
+    if h < 32 or w < 32:
+        raise ValueError(f"sample_size must be at least 32x32, got {sample_size}")
+    was_training = model.training
+    device = next(model.parameters()).device
+    wrapper = _LogitsOnly(model).eval()
+    x = torch.randn(1, 3, h, w, device=device)
+    dyn = {0: "batch", 2: "height", 3: "width"}
+    try:
+        with atomic_path(path) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", category=DeprecationWarning)  # legacy exporter, on purpose
+            torch.onnx.export(
+                wrapper,
+                (x,),
+                str(tmp),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: dyn, OUTPUT_NAME: dyn},
+                do_constant_folding=True,
+            )
+            proto = onnx.load(str(tmp))
+            for key, value in (metadata or {}).items():
+                entry = proto.metadata_props.add()
+                entry.key = str(key)
+                entry.value = str(value)
+            onnx.checker.check_model(proto)
+            onnx.save(proto, str(tmp))
+    finally:
+        model.train(was_training)
+    return path
+
+
+def check_onnx(model: nn.Module, path: str | Path, x: torch.Tensor) -> float:
+    """Max absolute difference between ``model(x)`` (PyTorch, eval mode) and ONNX Runtime on CPU.
+
+    Args:
+        model: the PyTorch model the file was exported from.
+        path: the ``.onnx`` file.
+        x: an input batch ``N x 3 x H x W`` (any size: proves the dynamic axes).
+
+    Returns:
+        ``max |torch - onnxruntime|`` over all logits.
+
+    Example:
+        >>> diff = check_onnx(model, "model.onnx", torch.randn(1, 3, 96, 160))  # doctest: +SKIP
+        >>> diff < 1e-4  # doctest: +SKIP
+        True
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file not found: {path}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            ref = model(x).float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = sess.run([OUTPUT_NAME], {INPUT_NAME: x.detach().float().cpu().numpy()})
+    if out.shape != ref.shape:
+        raise ValueError(
+            f"{path}: ONNX output shape {out.shape} != PyTorch {ref.shape} for input {tuple(x.shape)}"
+        )
+    return float(np.max(np.abs(out - ref)))
