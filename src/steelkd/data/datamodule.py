@@ -1,0 +1,144 @@
+"""``build_datasets(cfg)``: the train and validation datasets a :class:`~steelkd.config.DataConfig` names.
+
+Example:
+    >>> from steelkd.config import DataConfig
+    >>> from steelkd.data import build_datasets, class_pixel_counts
+    >>> cfg = DataConfig(kind="synth", root="/tmp/steelkd_synth", synth_n=20, crop=[128, 256])
+    >>> train_ds, val_ds = build_datasets(cfg)  # doctest: +SKIP
+    >>> class_pixel_counts(train_ds).shape  # doctest: +SKIP
+    (5,)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from steelkd.config import DataConfig
+from steelkd.data import synth
+from steelkd.data.dataset import SegDataset
+from steelkd.data.folder import FolderDataset
+from steelkd.data.severstal import (
+    SeverstalDataset,
+    image_classes,
+    list_images,
+    load_or_create_split,
+    masks_by_image,
+    read_train_csv,
+)
+from steelkd.data.transforms import build_train_transform
+
+__all__ = ["build_datasets", "class_pixel_counts", "split_path"]
+
+#: Default split file name inside a Severstal-layout root.
+SPLIT_FILENAME = "steelkd_split.json"
+
+
+def split_path(cfg: DataConfig) -> Path:
+    """The split file a config uses: ``cfg.split_file`` or ``<root>/steelkd_split.json``."""
+    return Path(cfg.split_file) if cfg.split_file else Path(cfg.root) / SPLIT_FILENAME
+
+
+def _cap(ids: list[str], n: int) -> list[str]:
+    return ids[:n] if n and n > 0 else ids
+
+
+def _severstal(cfg: DataConfig) -> tuple[SeverstalDataset, SeverstalDataset]:
+    root = Path(cfg.root)
+    csv_path, image_dir = root / "train.csv", root / "train_images"
+    if not csv_path.is_file():
+        raise FileNotFoundError(
+            f"{root}: no train.csv (expected the Severstal layout: train.csv + train_images/)"
+        )
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"{root}: no train_images/ folder (expected train.csv + train_images/)")
+    num_defect = len(cfg.class_names) - 1
+    if num_defect < 1:
+        raise ValueError(f"data.class_names needs background plus at least one class, got {cfg.class_names}")
+    table = read_train_csv(csv_path, num_classes=num_defect, image_dir=image_dir)
+    extra: list[str] = [] if cfg.defect_only else list_images(image_dir)
+    classes = image_classes(table, extra)
+    split = load_or_create_split(split_path(cfg), classes, seed=cfg.seed, test_fraction=cfg.test_fraction)
+    masks = masks_by_image(table)
+    transform = build_train_transform(cfg.crop, cfg.hflip, cfg.vflip, cfg.brightness_contrast)
+    train = SeverstalDataset(
+        image_dir, _cap(split["train"], cfg.max_train_images), masks, cfg.class_names, transform
+    )
+    val = SeverstalDataset(image_dir, _cap(split["test"], cfg.max_val_images), masks, cfg.class_names, None)
+    return train, val
+
+
+def _folder(cfg: DataConfig) -> tuple[FolderDataset, FolderDataset]:
+    transform = build_train_transform(cfg.crop, cfg.hflip, cfg.vflip, cfg.brightness_contrast)
+    train = FolderDataset(cfg.root, cfg.train_split, cfg.class_names, transform)
+    val = FolderDataset(cfg.root, cfg.val_split, cfg.class_names, None)
+    for ds, cap in ((train, cfg.max_train_images), (val, cfg.max_val_images)):
+        if cap and cap > 0:
+            ds.ids, ds.image_paths, ds.mask_paths = ds.ids[:cap], ds.image_paths[:cap], ds.mask_paths[:cap]
+    return train, val
+
+
+def build_datasets(cfg: DataConfig) -> tuple[SegDataset, SegDataset]:
+    """Build the training and validation datasets.
+
+    * ``severstal``: ``root/train.csv`` + ``root/train_images``; the split file is ``cfg.split_file``
+      or ``<root>/steelkd_split.json``, created (seeded by ``cfg.seed``) when missing, reused after.
+      With ``defect_only`` only images with at least one mask take part (the paper).
+    * ``folder``: ``root/images/<train_split|val_split>`` + ``root/annotations/<...>`` (PNG label maps).
+    * ``synth``: generates ``cfg.synth_n`` images with ``cfg.seed`` into ``root`` when ``train.csv`` is
+      not there yet, then reads it as ``severstal``.
+
+    The training set applies the random crop, flips and brightness/contrast of ``cfg``; the
+    validation set is full size without augmentation. ``max_train_images`` / ``max_val_images`` keep the
+    first images of each split.
+
+    Args:
+        cfg: the data section of the config.
+
+    Returns:
+        ``(train_ds, val_ds)``.
+
+    Raises:
+        FileNotFoundError / ValueError: naming the missing file or the bad value.
+
+    Example:
+        >>> from steelkd.config import DataConfig
+        >>> cfg = DataConfig(kind="synth", root="/tmp/s", synth_n=10)
+        >>> train_ds, val_ds = build_datasets(cfg)  # doctest: +SKIP
+        >>> image, mask = train_ds[0]  # doctest: +SKIP
+        >>> image.shape, mask.dtype  # doctest: +SKIP
+        (torch.Size([3, 256, 512]), torch.int64)
+    """
+    if not cfg.root:
+        raise ValueError("data.root is empty: set it to the data set folder")
+    if cfg.kind == "synth":
+        if not (Path(cfg.root) / "train.csv").is_file():
+            synth.generate(cfg.root, n=cfg.synth_n, seed=cfg.seed)
+        return _severstal(cfg)
+    if cfg.kind == "severstal":
+        return _severstal(cfg)
+    if cfg.kind == "folder":
+        return _folder(cfg)
+    raise ValueError(f"data.kind: expected severstal, folder or synth, got {cfg.kind!r}")
+
+
+def class_pixel_counts(ds: SegDataset) -> np.ndarray:
+    """Pixels per label value over the raw (un-augmented, full-size) masks of ``ds``, for class weights.
+
+    Severstal datasets sum RLE run lengths (decoding only images with several masks); folder datasets
+    read each PNG once; any other :class:`SegDataset` reads every mask.
+
+    Returns:
+        ``int64`` array of shape ``(num_classes,)``.
+
+    Example:
+        >>> counts = class_pixel_counts(train_ds)  # doctest: +SKIP
+    """
+    fast = getattr(ds, "class_pixel_counts", None)
+    if callable(fast):
+        return np.asarray(fast(), dtype=np.int64)
+    counts = np.zeros(len(ds.class_names), dtype=np.int64)
+    for i in range(len(ds)):
+        counts += np.bincount(ds.read_mask(i).ravel(), minlength=len(ds.class_names))[: len(ds.class_names)]
+    return counts

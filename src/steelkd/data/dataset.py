@@ -1,0 +1,118 @@
+"""The dataset base class shared by the Severstal and folder layouts, and image reading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from steelkd.data.transforms import normalize_image
+
+__all__ = ["SegDataset", "image_size", "read_rgb"]
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB ``uint8`` ``H x W x 3`` (grayscale is replicated to three channels).
+
+    Raises:
+        FileNotFoundError: if the file is missing or cannot be decoded as an image.
+
+    Example:
+        >>> read_rgb("train_images/0002cc93b.jpg").shape  # doctest: +SKIP
+        (256, 1600, 3)
+    """
+    p = Path(path)
+    img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+    if img is None:
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: image file not found")
+        raise FileNotFoundError(f"{p}: not a readable image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of an image file, read from its header only."""
+    p = Path(path)
+    try:
+        with Image.open(p) as im:
+            w, h = im.size
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: image file not found") from None
+    except OSError as exc:
+        raise FileNotFoundError(f"{p}: not a readable image ({exc})") from None
+    return int(h), int(w)
+
+
+class SegDataset(Dataset):
+    """A segmentation dataset: images plus label maps (``0`` background, ``1..K-1`` classes).
+
+    Subclasses implement :meth:`image_path` and :meth:`read_mask`. ``__getitem__`` returns the
+    normalised ``float32`` image tensor ``3 x H x W`` and the ``int64`` label map ``H x W``, after the
+    optional albumentations ``transform`` (applied to image and mask together).
+
+    Args:
+        ids: image ids (file names or stems), one per item.
+        class_names: label names, background first.
+        transform: albumentations transform called as ``transform(image=..., mask=...)``, or ``None``.
+
+    Example:
+        >>> from steelkd.config import DataConfig
+        >>> from steelkd.data import build_datasets
+        >>> train_ds, val_ds = build_datasets(DataConfig(kind="synth", root="/tmp/s"))  # doctest: +SKIP
+        >>> image, mask = train_ds[0]  # doctest: +SKIP
+    """
+
+    def __init__(self, ids: list[str], class_names: list[str], transform: A.Compose | None = None) -> None:
+        self.ids = list(ids)
+        self.class_names = list(class_names)
+        self.transform = transform
+        self._sizes: dict[int, tuple[int, int]] = {}
+
+    @property
+    def num_classes(self) -> int:
+        """Number of label values, background included."""
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def image_path(self, i: int) -> Path:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def read_image(self, i: int) -> np.ndarray:
+        """Raw image ``i``: RGB ``uint8`` ``H x W x 3``, full size, no augmentation."""
+        img = read_rgb(self.image_path(i))
+        self._sizes[i] = (int(img.shape[0]), int(img.shape[1]))
+        return img
+
+    def image_size(self, i: int) -> tuple[int, int]:
+        """``(height, width)`` of image ``i`` (from the file header; cached)."""
+        if i not in self._sizes:
+            self._sizes[i] = image_size(self.image_path(i))
+        return self._sizes[i]
+
+    def read_mask(self, i: int, shape: tuple[int, int] | None = None) -> np.ndarray:  # pragma: no cover
+        """Raw label map ``i``: ``uint8`` ``H x W``, full size, no augmentation."""
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for a dataset of {len(self)} images")
+        i = i % len(self)
+        image = self.read_image(i)
+        mask = self.read_mask(i, shape=(image.shape[0], image.shape[1]))
+        if mask.shape != image.shape[:2]:
+            raise ValueError(
+                f"{self.ids[i]}: mask is {mask.shape[0]}x{mask.shape[1]} but the image is "
+                f"{image.shape[0]}x{image.shape[1]}"
+            )
+        if self.transform is not None:
+            out: dict[str, Any] = self.transform(image=image, mask=np.ascontiguousarray(mask))
+            image, mask = out["image"], out["mask"]
+        return normalize_image(image), torch.from_numpy(np.asarray(mask).astype(np.int64))

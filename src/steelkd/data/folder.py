@@ -1,0 +1,168 @@
+"""The folder layout: images plus PNG label maps (NEU-Seg is one such data set).
+
+::
+
+    root/images/<split>/<name>.jpg        (any of .jpg .jpeg .png .bmp .tif .tiff)
+    root/annotations/<split>/<name>.png   (single-channel label map: 0 background, 1..K-1 classes)
+
+Images and masks are paired by file stem; a name on one side without its partner is an error that
+names the files. Class names come from the config (``data.class_names``, background first).
+
+Example:
+    >>> from steelkd.data.folder import FolderDataset
+    >>> ds = FolderDataset("../shared/data/neu_seg", "training",
+    ...                    ["background", "inclusion", "patches", "scratches"])  # doctest: +SKIP
+    >>> len(ds)  # doctest: +SKIP
+    3630
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+from PIL import Image
+
+from steelkd.data.dataset import SegDataset
+from steelkd.data.severstal import IMAGE_EXTENSIONS
+
+__all__ = ["FolderDataset", "pair_files", "read_label_png"]
+
+
+def _files(d: Path, exts: Sequence[str], what: str) -> dict[str, Path]:
+    if not d.is_dir():
+        raise FileNotFoundError(f"{d}: {what} folder not found")
+    out: dict[str, Path] = {}
+    for f in sorted(d.iterdir()):
+        if f.is_file() and f.suffix.lower() in exts:
+            if f.stem in out:
+                raise ValueError(
+                    f"{d}: two {what} files share the name {f.stem!r}: {out[f.stem].name}, {f.name}"
+                )
+            out[f.stem] = f
+    return out
+
+
+def pair_files(image_dir: str | Path, mask_dir: str | Path, show: int = 5) -> list[tuple[Path, Path]]:
+    """Pair the images of ``image_dir`` with the PNG masks of ``mask_dir`` by file stem.
+
+    Raises:
+        FileNotFoundError: if a folder is missing.
+        ValueError: if the names do not match (naming the first unmatched files) or there are no images.
+    """
+    idir, mdir = Path(image_dir), Path(mask_dir)
+    images = _files(idir, IMAGE_EXTENSIONS, "image")
+    masks = _files(mdir, (".png",), "mask")
+    lonely_img = sorted(images[k].name for k in images.keys() - masks.keys())
+    lonely_mask = sorted(masks[k].name for k in masks.keys() - images.keys())
+    if lonely_img or lonely_mask:
+        parts = []
+        if lonely_img:
+            parts.append(
+                f"{len(lonely_img)} image(s) in {idir} without a mask in {mdir}: "
+                + ", ".join(lonely_img[:show])
+                + (", ..." if len(lonely_img) > show else "")
+            )
+        if lonely_mask:
+            parts.append(
+                f"{len(lonely_mask)} mask(s) in {mdir} without an image in {idir}: "
+                + ", ".join(lonely_mask[:show])
+                + (", ..." if len(lonely_mask) > show else "")
+            )
+        raise ValueError("image and mask names do not match: " + "; ".join(parts))
+    if not images:
+        raise ValueError(f"{idir}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
+    return [(images[k], masks[k]) for k in sorted(images)]
+
+
+def read_label_png(path: str | Path, num_classes: int | None = None) -> np.ndarray:
+    """Read a PNG label map as ``uint8`` ``H x W``.
+
+    A palette PNG gives its indices; an RGB(A) PNG is accepted only when its colour channels are equal.
+
+    Raises:
+        FileNotFoundError: if the file is missing or unreadable.
+        ValueError: for a colour mask or a value ``>= num_classes`` (naming the file and value).
+    """
+    p = Path(path)
+    try:
+        with Image.open(p) as im:
+            arr = np.array(im)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: mask file not found") from None
+    except OSError as exc:
+        raise FileNotFoundError(f"{p}: not a readable PNG ({exc})") from None
+    if arr.ndim == 3:
+        if arr.shape[2] >= 3 and (arr[..., 0] == arr[..., 1]).all() and (arr[..., 0] == arr[..., 2]).all():
+            arr = arr[..., 0]
+        else:
+            raise ValueError(
+                f"{p}: expected a single-channel label map, got {arr.shape[2]} different channels"
+            )
+    if arr.dtype != np.uint8:
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise ValueError(f"{p}: label values must be within 0..255")
+        arr = arr.astype(np.uint8)
+    if num_classes is not None and arr.size:
+        top = int(arr.max())
+        if top >= num_classes:
+            raise ValueError(
+                f"{p}: label value {top} but only {num_classes} classes are configured "
+                f"(values 0..{num_classes - 1})"
+            )
+    return np.ascontiguousarray(arr)
+
+
+class FolderDataset(SegDataset):
+    """Images with PNG label-map masks in ``root/images/<split>`` and ``root/annotations/<split>``.
+
+    Args:
+        root: data set root.
+        split: sub-folder name, e.g. ``"training"`` or ``"test"``.
+        class_names: label names, background first (NEU-Seg: background, inclusion, patches, scratches).
+        transform: albumentations transform or ``None``.
+        images_dirname, masks_dirname: the two top-level folder names.
+
+    Example:
+        >>> ds = FolderDataset("../shared/data/neu_seg", "test",
+        ...                    ["background", "inclusion", "patches", "scratches"])  # doctest: +SKIP
+        >>> ds.read_mask(0).max() <= 3  # doctest: +SKIP
+        True
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        class_names: Sequence[str],
+        transform: A.Compose | None = None,
+        images_dirname: str = "images",
+        masks_dirname: str = "annotations",
+    ) -> None:
+        self.root = Path(root)
+        pairs = pair_files(self.root / images_dirname / split, self.root / masks_dirname / split)
+        super().__init__([img.stem for img, _ in pairs], list(class_names), transform)
+        self.image_paths = [img for img, _ in pairs]
+        self.mask_paths = [m for _, m in pairs]
+
+    def image_path(self, i: int) -> Path:
+        return self.image_paths[i]
+
+    def read_mask(self, i: int, shape: tuple[int, int] | None = None) -> np.ndarray:
+        """Label map ``i`` (``uint8`` ``H x W``), checked against the number of classes."""
+        mask = read_label_png(self.mask_paths[i], self.num_classes)
+        if shape is not None and mask.shape != tuple(shape):
+            raise ValueError(
+                f"{self.mask_paths[i]}: mask is {mask.shape[0]}x{mask.shape[1]} but image "
+                f"{self.image_paths[i].name} is {shape[0]}x{shape[1]}"
+            )
+        return mask
+
+    def class_pixel_counts(self) -> np.ndarray:
+        """Label-map pixel counts per class (each PNG read once)."""
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        for i in range(len(self)):
+            counts += np.bincount(self.read_mask(i).ravel(), minlength=self.num_classes)
+        return counts

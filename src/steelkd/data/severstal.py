@@ -1,0 +1,439 @@
+"""The Severstal layout: ``train.csv`` (Kaggle RLE) plus ``train_images/*.jpg``.
+
+* :func:`read_train_csv` loads both ``train.csv`` layouts into one long table.
+* :func:`make_split` / :func:`load_or_create_split`: the deterministic, stratified train/test split,
+  stored as JSON so every later run uses the same images.
+* :func:`label_map`: the softmax target. Overlap rule: where masks of two classes cover the same
+  pixel, the **lower ClassId wins** (1 pitting > 2 crazing > 3 scratches > 4 patches), so small, rare
+  defects are not swallowed by large patches; :func:`overlap_stats` counts the pixels concerned.
+* :class:`SeverstalDataset`: the PyTorch dataset.
+
+Example:
+    >>> from steelkd.data.severstal import read_train_csv
+    >>> table = read_train_csv("train.csv")  # doctest: +SKIP
+    >>> list(table.columns)  # doctest: +SKIP
+    ['ImageId', 'ClassId', 'EncodedPixels']
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import pandas as pd
+
+from steelkd.data.dataset import SegDataset
+from steelkd.data.rle import SEVERSTAL_SHAPE, is_empty_rle, rle_decode, rle_runs
+from steelkd.io import atomic_write_text
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SeverstalDataset",
+    "check_images",
+    "image_classes",
+    "label_map",
+    "list_images",
+    "load_or_create_split",
+    "load_split",
+    "make_split",
+    "overlap_stats",
+    "read_train_csv",
+    "save_split",
+]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+SPLIT_FORMAT = "steelkd-split/1"
+_NEW_HEADER = ["ImageId", "ClassId", "EncodedPixels"]
+_OLD_HEADER = ["ImageId_ClassId", "EncodedPixels"]
+
+
+def read_train_csv(
+    path: str | Path,
+    num_classes: int = 4,
+    image_dir: str | Path | None = None,
+    shape: tuple[int, int] | None = None,
+) -> pd.DataFrame:
+    """Read a Severstal ``train.csv`` in either layout into one long table.
+
+    Accepted layouts: ``ImageId,ClassId,EncodedPixels`` (the current one) and the older
+    ``ImageId_ClassId,EncodedPixels`` (``0002cc93b.jpg_1``, four rows per image, empty for no defect).
+    Empty masks are dropped; every RLE string is checked.
+
+    Args:
+        path: the csv file.
+        num_classes: number of defect classes (ClassId must be in ``1..num_classes``).
+        image_dir: when given, every ImageId must exist there (see :func:`check_images`).
+        shape: ``(H, W)`` of the images; when given, runs past ``H*W`` are errors too.
+
+    Returns:
+        ``DataFrame`` with columns ``ImageId`` (str), ``ClassId`` (int), ``EncodedPixels`` (str), one
+        row per non-empty mask, in file order.
+
+    Raises:
+        FileNotFoundError: if the file (or, with ``image_dir``, some images) is missing.
+        ValueError: for an unknown header or a malformed row (naming the line number and ImageId).
+
+    Example:
+        >>> df = read_train_csv("train.csv")  # doctest: +SKIP
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: train.csv not found")
+    rows: list[tuple[str, int, str]] = []
+    seen: dict[tuple[str, int], int] = {}
+    with p.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            raise ValueError(f"{p}: empty file, expected a header {','.join(_NEW_HEADER)}")
+        header = [h.strip().lstrip("\ufeff") for h in header]
+        if header == _NEW_HEADER:
+            old = False
+        elif header == _OLD_HEADER:
+            old = True
+        else:
+            raise ValueError(
+                f"{p}: unknown header {','.join(header)!r}; expected "
+                f"{','.join(_NEW_HEADER)!r} or {','.join(_OLD_HEADER)!r}"
+            )
+        ncol = 2 if old else 3
+        for row in reader:
+            line = reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            image_id = row[0].strip()
+            where = f"{p}, line {line} (ImageId {image_id or '?'})"
+            if len(row) != ncol:
+                raise ValueError(f"{where}: expected {ncol} fields, got {len(row)}")
+            if old:
+                image_id, sep, cls_txt = image_id.rpartition("_")
+                where = f"{p}, line {line} (ImageId {image_id or row[0].strip()})"
+                if not sep or not image_id:
+                    raise ValueError(f"{where}: ImageId_ClassId {row[0].strip()!r} has no '_<class>' suffix")
+                rle = row[1]
+            else:
+                cls_txt, rle = row[1], row[2]
+            if not image_id:
+                raise ValueError(f"{where}: empty ImageId")
+            try:
+                cls = int(cls_txt.strip())
+            except ValueError:
+                raise ValueError(f"{where}: ClassId {cls_txt.strip()!r} is not an integer") from None
+            if not 1 <= cls <= num_classes:
+                raise ValueError(f"{where}: ClassId {cls} is outside 1..{num_classes}")
+            if is_empty_rle(rle):
+                continue
+            rle = rle.strip()
+            try:
+                rle_runs(rle, shape)
+            except ValueError as exc:
+                raise ValueError(f"{where}: bad EncodedPixels: {exc}") from None
+            key = (image_id, cls)
+            if key in seen:
+                raise ValueError(f"{where}: second mask for class {cls} (first on line {seen[key]})")
+            seen[key] = line
+            rows.append((image_id, cls, rle))
+    table = pd.DataFrame(rows, columns=_NEW_HEADER)
+    table["ClassId"] = table["ClassId"].astype(np.int64)
+    table["ImageId"] = table["ImageId"].astype(object)
+    table["EncodedPixels"] = table["EncodedPixels"].astype(object)
+    if image_dir is not None:
+        check_images(table["ImageId"].unique(), image_dir)
+    return table
+
+
+def list_images(image_dir: str | Path) -> list[str]:
+    """Sorted file names of the images in ``image_dir``."""
+    d = Path(image_dir)
+    if not d.is_dir():
+        raise FileNotFoundError(f"{d}: image folder not found")
+    return sorted(f.name for f in d.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
+
+
+def check_images(image_ids: Iterable[str], image_dir: str | Path, show: int = 5) -> None:
+    """Raise ``FileNotFoundError`` if some of ``image_ids`` are not files in ``image_dir``.
+
+    The message gives how many are missing and the first ``show`` names.
+    """
+    d = Path(image_dir)
+    present = set(list_images(d))
+    missing = sorted(i for i in set(image_ids) if i not in present)
+    if missing:
+        first = ", ".join(missing[:show]) + (", ..." if len(missing) > show else "")
+        raise FileNotFoundError(f"{d}: {len(missing)} image file(s) named in train.csv are missing: {first}")
+
+
+def image_classes(table: pd.DataFrame, image_ids: Iterable[str] = ()) -> dict[str, tuple[int, ...]]:
+    """Map every image to the sorted tuple of classes it contains (``()`` for ``image_ids`` not in table)."""
+    out: dict[str, tuple[int, ...]] = {i: () for i in image_ids}
+    for image_id, group in table.groupby("ImageId", sort=True)["ClassId"]:
+        out[str(image_id)] = tuple(sorted(int(c) for c in group))
+    return dict(sorted(out.items()))
+
+
+def masks_by_image(table: pd.DataFrame) -> dict[str, list[tuple[int, str]]]:
+    """``{ImageId: [(ClassId, EncodedPixels), ...]}`` sorted by ClassId."""
+    out: dict[str, list[tuple[int, str]]] = {}
+    for image_id, cls, rle in zip(table["ImageId"], table["ClassId"], table["EncodedPixels"], strict=True):
+        out.setdefault(str(image_id), []).append((int(cls), str(rle)))
+    for v in out.values():
+        v.sort()
+    return out
+
+
+def label_map(masks: Sequence[tuple[int, str]], shape: tuple[int, int] = SEVERSTAL_SHAPE) -> np.ndarray:
+    """Combine one image's class masks into a ``uint8`` label map (``0`` background).
+
+    Overlap rule: a pixel in several masks gets the **lowest** ClassId among them.
+
+    Args:
+        masks: ``(ClassId, EncodedPixels)`` pairs of one image.
+        shape: ``(H, W)``.
+
+    Returns:
+        C-contiguous ``uint8`` array ``H x W``.
+
+    Example:
+        >>> label_map([(3, "1 4"), (1, "3 1")], shape=(2, 2)).tolist()
+        [[3, 1], [3, 3]]
+    """
+    h, w = int(shape[0]), int(shape[1])
+    lab = np.zeros((h, w), dtype=np.uint8, order="F")
+    for cls, rle in sorted(masks, reverse=True):  # highest class first, lower classes paint over it
+        m = rle_decode(rle, (h, w))
+        np.copyto(lab, np.uint8(cls), where=m.view(bool))
+    return np.ascontiguousarray(lab)
+
+
+def overlap_stats(table: pd.DataFrame, shape: tuple[int, int] = SEVERSTAL_SHAPE) -> dict[str, int]:
+    """Count where class masks overlap (the pixels the overlap rule of :func:`label_map` decides).
+
+    Args:
+        table: the long table of :func:`read_train_csv`.
+        shape: ``(H, W)`` of the images.
+
+    Returns:
+        ``{"pixels": pixels in two or more masks, "images": images with such pixels,
+        "multi_class_images": images with masks of two or more classes}``.
+
+    Example:
+        >>> import pandas as pd
+        >>> t = pd.DataFrame({"ImageId": ["a", "a"], "ClassId": [1, 3], "EncodedPixels": ["1 4", "3 5"]})
+        >>> overlap_stats(t, shape=(4, 4))
+        {'pixels': 2, 'images': 1, 'multi_class_images': 1}
+    """
+    pixels = images = multi = 0
+    for masks in masks_by_image(table).values():
+        if len(masks) < 2:
+            continue
+        multi += 1
+        count = np.zeros(int(shape[0]) * int(shape[1]), dtype=np.uint8)
+        for _, rle in masks:
+            count += rle_decode(rle, shape).T.reshape(-1)  # column-major order, no copy
+        n = int((count >= 2).sum())
+        pixels += n
+        images += int(n > 0)
+    return {"pixels": pixels, "images": images, "multi_class_images": multi}
+
+
+# --------------------------------------------------------------------------------------------- split
+
+
+def _group_key(classes: Sequence[int]) -> str:
+    return "+".join(str(c) for c in sorted(classes)) or "none"
+
+
+def make_split(
+    image_classes: Mapping[str, Sequence[int]], seed: int = 0, test_fraction: float = 0.2
+) -> dict[str, Any]:
+    """Split images into train and test, stratified by the set of classes each image contains.
+
+    Images are grouped by class set (e.g. ``"1+3"``); each group gives ``test_fraction`` of its images
+    to the test split (largest-remainder rounding, so the test split has exactly
+    ``round(n * test_fraction)`` images). Deterministic for a given ``seed`` and set of images.
+
+    Args:
+        image_classes: ``{ImageId: classes present}`` (see :func:`image_classes`).
+        seed: seed of the shuffle.
+        test_fraction: share of images in the test split, strictly between 0 and 1.
+
+    Returns:
+        A dict with ``format``, ``seed``, ``test_fraction``, ``stratify``, ``sizes``, ``train`` and
+        ``test`` (sorted ids), ready for :func:`save_split`.
+
+    Example:
+        >>> s = make_split({f"{i}.jpg": (1 + i % 2,) for i in range(10)}, seed=0)
+        >>> len(s["train"]), len(s["test"])
+        (8, 2)
+    """
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise ValueError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    if not image_classes:
+        raise ValueError("cannot split an empty set of images")
+    groups: dict[str, list[str]] = {}
+    for image_id in sorted(image_classes):
+        groups.setdefault(_group_key(image_classes[image_id]), []).append(image_id)
+    keys = sorted(groups)
+    total = sum(len(v) for v in groups.values())
+    target = round(total * float(test_fraction))
+    exact = {k: len(groups[k]) * float(test_fraction) for k in keys}
+    quota = {k: int(np.floor(exact[k])) for k in keys}
+    rest = target - sum(quota.values())
+    for k in sorted(keys, key=lambda k: (-(exact[k] - quota[k]), k))[: max(rest, 0)]:
+        quota[k] += 1
+    rng = np.random.default_rng(int(seed))
+    train: list[str] = []
+    test: list[str] = []
+    for k in keys:
+        ids = groups[k]
+        order = rng.permutation(len(ids))
+        test.extend(ids[j] for j in order[: quota[k]])
+        train.extend(ids[j] for j in order[quota[k] :])
+    return {
+        "format": SPLIT_FORMAT,
+        "seed": int(seed),
+        "test_fraction": float(test_fraction),
+        "stratify": "set of classes present",
+        "sizes": {"train": len(train), "test": len(test)},
+        "groups": {k: {"train": len(groups[k]) - quota[k], "test": quota[k]} for k in keys},
+        "train": sorted(train),
+        "test": sorted(test),
+    }
+
+
+def save_split(split: Mapping[str, Any], path: str | Path) -> Path:
+    """Write a split as JSON (atomically) and return the path."""
+    p = Path(path)
+    atomic_write_text(p, json.dumps(dict(split), indent=1) + "\n")
+    return p
+
+
+def load_split(path: str | Path) -> dict[str, Any]:
+    """Read and check a split file written by :func:`save_split`.
+
+    Raises:
+        FileNotFoundError: if it does not exist.
+        ValueError: if it is not a valid split (naming the file and the problem).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: split file not found")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p}: not valid JSON ({exc})") from None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("train"), list)
+        or not isinstance(data.get("test"), list)
+    ):
+        raise ValueError(f"{p}: not a steelkd split file (expected 'train' and 'test' lists)")
+    both = set(data["train"]) & set(data["test"])
+    if both:
+        raise ValueError(f"{p}: {len(both)} image(s) are in both train and test, e.g. {sorted(both)[0]}")
+    return data
+
+
+def load_or_create_split(
+    path: str | Path,
+    image_classes: Mapping[str, Sequence[int]],
+    seed: int = 0,
+    test_fraction: float = 0.2,
+) -> dict[str, Any]:
+    """Reuse the split at ``path``, or make one with :func:`make_split` and save it there.
+
+    An existing file always wins (its seed and fraction are kept), so every run sees the same images;
+    delete it or point to another file for a new split.
+
+    Raises:
+        ValueError: if an existing split names images that are not in ``image_classes``.
+    """
+    p = Path(path)
+    if p.is_file():
+        split = load_split(p)
+        unknown = sorted((set(split["train"]) | set(split["test"])) - set(image_classes))
+        if unknown:
+            raise ValueError(
+                f"{p}: split names {len(unknown)} image(s) that are not in the data set "
+                f"(first: {', '.join(unknown[:3])}); delete the file to make a new split"
+            )
+        return split
+    split = make_split(image_classes, seed=seed, test_fraction=test_fraction)
+    save_split(split, p)
+    return split
+
+
+# ------------------------------------------------------------------------------------------- dataset
+
+
+class SeverstalDataset(SegDataset):
+    """Severstal-layout images with label maps built from the RLE masks.
+
+    Args:
+        image_dir: the ``train_images`` folder.
+        ids: image file names (``0002cc93b.jpg``) in this dataset.
+        masks: ``{ImageId: [(ClassId, EncodedPixels), ...]}``; images without an entry are defect-free.
+        class_names: label names, background first (Severstal: 5).
+        transform: albumentations transform or ``None`` (evaluation: full size, no augmentation).
+
+    Example:
+        >>> from steelkd.data.severstal import SeverstalDataset, masks_by_image, read_train_csv
+        >>> table = read_train_csv("data/train.csv")  # doctest: +SKIP
+        >>> names = ["background", "pitting", "crazing", "scratches", "patches"]
+        >>> ids = sorted(set(table.ImageId))  # doctest: +SKIP
+        >>> ds = SeverstalDataset("data/train_images", ids, masks_by_image(table), names)  # doctest: +SKIP
+        >>> ds.read_mask(0).shape  # doctest: +SKIP
+        (256, 1600)
+    """
+
+    def __init__(
+        self,
+        image_dir: str | Path,
+        ids: Sequence[str],
+        masks: Mapping[str, Sequence[tuple[int, str]]],
+        class_names: Sequence[str],
+        transform: A.Compose | None = None,
+    ) -> None:
+        super().__init__(list(ids), list(class_names), transform)
+        self.image_dir = Path(image_dir)
+        self.masks: dict[str, list[tuple[int, str]]] = {i: list(masks.get(i, ())) for i in self.ids}
+        top = max((c for v in self.masks.values() for c, _ in v), default=0)
+        if top >= self.num_classes:
+            raise ValueError(
+                f"{self.image_dir}: masks use ClassId {top} but only {self.num_classes} class names are "
+                f"given ({', '.join(self.class_names)})"
+            )
+
+    def image_path(self, i: int) -> Path:
+        return self.image_dir / self.ids[i]
+
+    def read_mask(self, i: int, shape: tuple[int, int] | None = None) -> np.ndarray:
+        """Label map of image ``i`` (``uint8`` ``H x W``; overlaps: lower ClassId wins)."""
+        hw = shape if shape is not None else self.image_size(i)
+        try:
+            return label_map(self.masks[self.ids[i]], hw)
+        except ValueError as exc:
+            raise ValueError(f"{self.ids[i]}: {exc}") from None
+
+    def class_pixel_counts(self) -> np.ndarray:
+        """Label-map pixel counts per class over the raw masks, from run lengths (no image decoding,
+        except where one image has several masks, to apply the overlap rule exactly)."""
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        total = 0
+        for i, image_id in enumerate(self.ids):
+            h, w = self.image_size(i)
+            total += h * w
+            masks = self.masks[image_id]
+            if len(masks) == 1:
+                cls, rle = masks[0]
+                counts[cls] += int(rle_runs(rle, (h, w))[1].sum())
+            elif masks:
+                per_class = np.bincount(label_map(masks, (h, w)).ravel(), minlength=self.num_classes)
+                counts[1:] += per_class[1 : self.num_classes]
+        counts[0] = total - int(counts[1:].sum())
+        return counts
