@@ -1,0 +1,174 @@
+"""Size and CPU/GPU speed of the paper's three networks and the smp U-Net baseline, side by side, in one run.
+
+Params, GMACs (MACs = FLOPs / 2, torch FlopCounterMode) and forward latency (median, p10, p90 of
+``--repeats`` runs after ``--warmup``), fp32 and bf16 autocast, at batch 1 and ``--size`` (Severstal
+full size by default). Prints a markdown table and the student/teacher speed ratios (the paper, RTX 3090:
+82.7 / 46.7 FPS = 1.77 for ConvNeXt-T vs the ConvNeXt-B+GC+FF teacher).
+
+Example:
+    .venv/bin/python benchmarks/models.py --repeats 10 --size 256x1600
+    .venv/bin/python benchmarks/models.py --models resunet_convnext_atto --size 128x256 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from steelkd.bench import count_gmacs, count_params, device_name, measure_latency
+from steelkd.io import atomic_write_text
+from steelkd.models import create_model, list_models
+
+SMP_BASELINE = "smp_unet_tu-convnext_tiny"
+DEFAULT_MODELS = (
+    "resunet_convnext_tiny",
+    "resunet_convnext_tiny_gc_ff",
+    "resunet_convnext_base_gc_ff",
+    SMP_BASELINE,
+)
+PAPER = {  # params (M), FPS on an RTX 3090
+    "resunet_convnext_tiny": (33.91, 82.7),
+    "resunet_convnext_tiny_gc_ff": (36.02, 68.0),
+    "resunet_convnext_base_gc_ff": (100.98, 46.7),
+}
+#: (student, teacher, paper's speed-up) of the paper's three experiments
+PAIRS = (
+    ("resunet_convnext_tiny", "resunet_convnext_tiny_gc_ff", 1.22),
+    ("resunet_convnext_tiny_gc_ff", "resunet_convnext_base_gc_ff", 1.46),
+    ("resunet_convnext_tiny", "resunet_convnext_base_gc_ff", 1.77),
+)
+
+
+def build(name: str, num_classes: int) -> nn.Module:
+    """A steelkd registry name, or the smp U-Net baseline (``smp_unet_tu-<timm encoder>``)."""
+    if name.startswith("smp_unet_"):
+        import segmentation_models_pytorch as smp
+
+        return smp.Unet(
+            encoder_name=name.removeprefix("smp_unet_"), encoder_weights=None, classes=num_classes
+        )
+    return create_model(name, num_classes=num_classes)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"error: --size must look like 256x1600, got {text!r}") from None
+    return h, w
+
+
+def summarize(times: list[float], batch: int) -> dict[str, float]:
+    """Median, p10, p90 (seconds) and images per second at the median."""
+    med = statistics.median(times)
+    deciles = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else [med] * 9
+    return {"median_s": med, "p10_s": deciles[0], "p90_s": deciles[-1], "fps": batch / med}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="names to measure")
+    parser.add_argument("--size", default="256x1600", help="input HxW (default 256x1600)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per model and dtype")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--num-classes", type=int, default=5)
+    parser.add_argument("--out", default="", help="also write the markdown to this file")
+    args = parser.parse_args(argv)
+
+    known = set(list_models())
+    for name in args.models:
+        if name not in known and not name.startswith("smp_unet_"):
+            raise SystemExit(f"error: unknown model {name!r} (see `steelkd models list`)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    h, w = parse_size(args.size)
+    device = torch.device(args.device)
+    dtypes: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, 3, h, w, device=device)
+
+    models: dict[str, nn.Module] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    start = time.time()
+    for name in args.models:
+        model = build(name, args.num_classes).to(device).eval()
+        models[name] = model
+        rows[name] = {"params_m": count_params(model) / 1e6, "gmacs": count_gmacs(model, (1, 3, h, w))}
+    for key in args.dtypes:
+        # Interleaved: after each model's warm-up, one timed run of every model per round, so a change of
+        # load on a shared machine hits all models alike instead of biasing one of them.
+        times: dict[str, list[float]] = {name: [] for name in models}
+        for model in models.values():
+            measure_latency(model, x, repeats=1, warmup=args.warmup, dtype=dtypes[key])
+        for _ in range(args.repeats):
+            for name, model in models.items():
+                times[name].append(
+                    measure_latency(model, x, repeats=1, warmup=0, dtype=dtypes[key])["median_s"]
+                )
+        for name in models:
+            rows[name][key] = summarize(times[name], args.batch)
+            print(
+                f"  {name} {key}: median {rows[name][key]['median_s'] * 1e3:.0f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    lines = [
+        f"Device: {device_name(device)}; input {args.batch}x3x{h}x{w}; median of {args.repeats} "
+        f"interleaved runs after {args.warmup} warm-up; torch {torch.__version__}; "
+        f"total {time.time() - start:.0f} s.",
+        "",
+    ]
+    head = ["model", "params (M)", "paper params (M)", f"GMACs @{h}x{w}"]
+    for key in args.dtypes:
+        head += [f"{key} median ms (p10-p90)", f"{key} FPS"]
+    head.append("paper FPS (3090)")
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join(" --- " for _ in head) + "|")
+    for name, row in rows.items():
+        paper = PAPER.get(name)
+        cells = [
+            f"`{name}`",
+            f"{row['params_m']:.2f}",
+            f"{paper[0]:.2f}" if paper else "",
+            f"{row['gmacs']:.2f}",
+        ]
+        for key in args.dtypes:
+            s = row[key]
+            cells += [
+                f"{s['median_s'] * 1e3:.0f} ({s['p10_s'] * 1e3:.0f}-{s['p90_s'] * 1e3:.0f})",
+                f"{s['fps']:.2f}",
+            ]
+        cells.append(f"{paper[1]:.1f}" if paper else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    ratios = []
+    for student, teacher, paper_ratio in PAIRS:
+        if student in rows and teacher in rows:
+            measured = ", ".join(
+                f"{key} {rows[teacher][key]['median_s'] / rows[student][key]['median_s']:.2f}x"
+                for key in args.dtypes
+            )
+            ratios.append(f"- `{student}` vs `{teacher}`: {measured} (paper: {paper_ratio:.2f}x)")
+    if ratios:
+        lines += ["", "Student/teacher speed ratio (teacher latency / student latency):", *ratios]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        atomic_write_text(args.out, text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
