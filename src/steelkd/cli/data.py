@@ -1,9 +1,121 @@
-"""CLI commands (filled in by the issue that owns them)."""
+"""``steelkd data ...``: synthetic data, data-set statistics and the train/test split."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.table import Table
+
+from steelkd.cli._common import console, user_errors
+
+data_app = typer.Typer(help="Data sets: synthetic data, statistics, train/test split.", no_args_is_help=True)
+
+
+def _stats_table(stats: dict[str, Any], names: list[str]) -> Table:
+    table = Table(title=f"{stats['images']} images, {stats['images_with_defects']} with defects")
+    table.add_column("class")
+    table.add_column("name")
+    table.add_column("masks", justify="right")
+    table.add_column("pixels", justify="right")
+    table.add_column("pixel share", justify="right")
+    for c, n_masks in stats["masks_per_class"].items():
+        name = names[c] if c < len(names) else str(c)
+        table.add_row(
+            str(c),
+            name,
+            str(n_masks),
+            str(stats["pixels_per_class"][c]),
+            f"{100 * stats['pixel_share'][c]:.3f}%",
+        )
+    return table
+
+
+@data_app.command()
+def synth(
+    out: Path = typer.Option(..., "--out", help="Destination folder (train_images/ and train.csv)."),
+    n: int = typer.Option(200, "--n", help="Number of images."),
+    seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same bytes."),
+    height: int = typer.Option(256, "--height", help="Image height in pixels."),
+    width: int = typer.Option(1600, "--width", help="Image width in pixels."),
+) -> None:
+    """Generate synthetic steel images with four defect types in the Severstal layout."""
+    from steelkd.data.severstal import severstal_stats
+    from steelkd.data.synth import generate
+
+    with user_errors():
+        root = generate(out, n=n, seed=seed, height=height, width=width)
+        stats = severstal_stats(root)
+    per = ", ".join(f"{c}: {v}" for c, v in stats["masks_per_class"].items())
+    console.print(
+        f"wrote {stats['images']} images ({height}x{width}) and train.csv to {root}: "
+        f"{stats['images_with_defects']} with defects; masks per class {per}"
+    )
+
+
+@data_app.command()
+def stats(
+    data: Path = typer.Option(..., "--data", help="Data set folder (or a Severstal train.csv)."),
+    kind: str = typer.Option("severstal", "--kind", help="severstal (train.csv + train_images/) or folder."),
+    split: list[str] = typer.Option(None, "--split", help="folder kind: sub-folders to count (default all)."),
+    class_names: str = typer.Option(
+        None, "--class-names", help="Comma-separated label names, background first (folder kind)."
+    ),
+) -> None:
+    """Print images, images with defects, masks and pixel share per class, and overlapping pixels."""
+    from steelkd.config import SEVERSTAL_CLASSES
+    from steelkd.data.folder import folder_stats
+    from steelkd.data.severstal import severstal_stats
+
+    with user_errors():
+        names = [s.strip() for s in class_names.split(",")] if class_names else None
+        if kind == "severstal":
+            names = names or list(SEVERSTAL_CLASSES)
+            st = severstal_stats(data, num_classes=len(names) - 1)
+            where = st["csv"]
+        elif kind == "folder":
+            st = folder_stats(data, splits=split or None, class_names=names)
+            names = st["class_names"]
+            where = f"{st['root']} (splits: {', '.join(st['splits'])})"
+        else:
+            raise ValueError(f"--kind: expected severstal or folder, got {kind!r}")
+    console.print(f"data: {where}")
+    console.print(_stats_table(st, names))
+    ov = st["overlap"]
+    console.print(
+        f"overlap: {ov['pixels']} pixels in more than one class mask, in {ov['images']} images "
+        f"({ov['multi_class_images']} images have several classes); rule: the lower class id wins"
+    )
+
+
+@data_app.command("split")
+def split_cmd(
+    data: Path = typer.Option(..., "--data", help="Severstal-layout folder (train.csv + train_images/)."),
+    out: Path = typer.Option(..., "--out", help="Split file to write (JSON)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the shuffle."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of images in the test split."),
+    include_defect_free: bool = typer.Option(
+        False,
+        "--include-defect-free",
+        help="Also split images without any mask (default: defect images only).",
+    ),
+) -> None:
+    """Write a deterministic train/test split by image, stratified by the set of classes present."""
+    from steelkd.data.severstal import image_classes, list_images, make_split, read_train_csv, save_split
+
+    with user_errors():
+        csv_path = data if data.is_file() else data / "train.csv"
+        table = read_train_csv(csv_path)
+        extra = list_images(csv_path.parent / "train_images") if include_defect_free else []
+        split = make_split(image_classes(table, extra), seed=seed, test_fraction=test_fraction)
+        save_split(split, out)
+    console.print(
+        f"wrote {out}: train {split['sizes']['train']} images, test {split['sizes']['test']} images "
+        f"(seed {seed}, {len(split['groups'])} class-set groups)"
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the top-level app."""
+    """Add the ``data`` command group."""
+    app.add_typer(data_app, name="data")

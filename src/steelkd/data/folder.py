@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import albumentations as A
 import numpy as np
@@ -28,7 +29,7 @@ from PIL import Image
 from steelkd.data.dataset import SegDataset
 from steelkd.data.severstal import IMAGE_EXTENSIONS
 
-__all__ = ["FolderDataset", "pair_files", "read_label_png"]
+__all__ = ["FolderDataset", "folder_stats", "pair_files", "read_label_png"]
 
 
 def _files(d: Path, exts: Sequence[str], what: str) -> dict[str, Path]:
@@ -166,3 +167,60 @@ class FolderDataset(SegDataset):
         for i in range(len(self)):
             counts += np.bincount(self.read_mask(i).ravel(), minlength=self.num_classes)
         return counts
+
+
+def folder_stats(
+    root: str | Path, splits: Sequence[str] | None = None, class_names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Summary of a folder-layout data set (for ``steelkd data stats --kind folder``).
+
+    Args:
+        root: data set root (``images/<split>``, ``annotations/<split>``).
+        splits: sub-folders to include; default: every folder under ``root/images``.
+        class_names: label names, background first; default ``class0..classN`` from the largest value.
+
+    Returns:
+        ``images``, ``images_with_defects``, ``masks_per_class`` (images containing each class),
+        ``pixels_per_class``, ``pixel_share``, ``total_pixels``, ``overlap`` (always 0: a label map has
+        one value per pixel), ``splits`` and ``class_names``.
+
+    Example:
+        >>> folder_stats("../shared/data/neu_seg")["images"]  # doctest: +SKIP
+        4470
+    """
+    r = Path(root)
+    if splits is None:
+        if not (r / "images").is_dir():
+            raise FileNotFoundError(
+                f"{r}: no images/ folder (expected images/<split> and annotations/<split>)"
+            )
+        splits = sorted(d.name for d in (r / "images").iterdir() if d.is_dir())
+        if not splits:
+            raise ValueError(f"{r / 'images'}: no split sub-folders (e.g. training, test)")
+    k = len(class_names) if class_names else None
+    counts = np.zeros(256, dtype=np.int64)
+    present = np.zeros(256, dtype=np.int64)
+    n_images = n_defect = 0
+    for split in splits:
+        for _, mask_path in pair_files(r / "images" / split, r / "annotations" / split):
+            bc = np.bincount(read_label_png(mask_path, k).ravel(), minlength=256)
+            counts += bc
+            present += bc > 0
+            n_images += 1
+            n_defect += int(bc[1:].any())
+    top = int(np.flatnonzero(counts).max(initial=0))
+    names = list(class_names) if class_names else [f"class{i}" for i in range(max(top, 1) + 1)]
+    total = int(counts.sum())
+    per = {i: int(counts[i]) for i in range(1, len(names))}
+    return {
+        "root": str(r),
+        "splits": list(splits),
+        "class_names": names,
+        "images": n_images,
+        "images_with_defects": n_defect,
+        "masks_per_class": {i: int(present[i]) for i in range(1, len(names))},
+        "pixels_per_class": per,
+        "pixel_share": {i: (v / total if total else 0.0) for i, v in per.items()},
+        "total_pixels": total,
+        "overlap": {"pixels": 0, "images": 0, "multi_class_images": 0},
+    }

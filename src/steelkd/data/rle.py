@@ -122,6 +122,7 @@ def rle_runs(rle: Any, shape: tuple[int, int] | None = None) -> tuple[np.ndarray
             int(starts[0]) >= 1
             and int(lengths.min()) >= 1
             and gaps_ok
+            and int(values.max()) <= _MAX_TOKEN
             and (n_pixels is None or int(starts[-1]) + int(lengths[-1]) - 1 <= n_pixels)
         ):
             return starts - 1, lengths.copy()

@@ -27,7 +27,7 @@ import albumentations as A
 import numpy as np
 import pandas as pd
 
-from steelkd.data.dataset import SegDataset
+from steelkd.data.dataset import SegDataset, image_size
 from steelkd.data.rle import SEVERSTAL_SHAPE, is_empty_rle, rle_decode, rle_runs
 from steelkd.io import atomic_write_text
 
@@ -44,6 +44,7 @@ __all__ = [
     "overlap_stats",
     "read_train_csv",
     "save_split",
+    "severstal_stats",
 ]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -210,12 +211,14 @@ def label_map(masks: Sequence[tuple[int, str]], shape: tuple[int, int] = SEVERST
     return np.ascontiguousarray(lab)
 
 
-def overlap_stats(table: pd.DataFrame, shape: tuple[int, int] = SEVERSTAL_SHAPE) -> dict[str, int]:
+def overlap_stats(
+    table: pd.DataFrame, shape: tuple[int, int] | Mapping[str, tuple[int, int]] = SEVERSTAL_SHAPE
+) -> dict[str, int]:
     """Count where class masks overlap (the pixels the overlap rule of :func:`label_map` decides).
 
     Args:
         table: the long table of :func:`read_train_csv`.
-        shape: ``(H, W)`` of the images.
+        shape: ``(H, W)`` of the images, or ``{ImageId: (H, W)}``.
 
     Returns:
         ``{"pixels": pixels in two or more masks, "images": images with such pixels,
@@ -228,17 +231,63 @@ def overlap_stats(table: pd.DataFrame, shape: tuple[int, int] = SEVERSTAL_SHAPE)
         {'pixels': 2, 'images': 1, 'multi_class_images': 1}
     """
     pixels = images = multi = 0
-    for masks in masks_by_image(table).values():
+    for image_id, masks in masks_by_image(table).items():
         if len(masks) < 2:
             continue
         multi += 1
-        count = np.zeros(int(shape[0]) * int(shape[1]), dtype=np.uint8)
+        hw = shape[image_id] if isinstance(shape, Mapping) else shape
+        count = np.zeros(int(hw[0]) * int(hw[1]), dtype=np.uint8)
         for _, rle in masks:
-            count += rle_decode(rle, shape).T.reshape(-1)  # column-major order, no copy
+            count += rle_decode(rle, hw).T.reshape(-1)  # column-major order, no copy
         n = int((count >= 2).sum())
         pixels += n
         images += int(n > 0)
     return {"pixels": pixels, "images": images, "multi_class_images": multi}
+
+
+def severstal_stats(data: str | Path, num_classes: int = 4) -> dict[str, Any]:
+    """Summary of a Severstal-layout data set (for ``steelkd data stats``).
+
+    Args:
+        data: the root folder (``train.csv`` + ``train_images/``) or a ``train.csv`` file (its
+            ``train_images/`` sibling is used when present).
+        num_classes: number of defect classes.
+
+    Returns:
+        ``images`` (files in ``train_images`` plus ImageIds without a file), ``images_with_defects``,
+        ``masks_per_class``, ``pixels_per_class`` (mask pixels, from run lengths), ``pixel_share``
+        (of all image pixels; images without a file count as 256 x 1600), ``total_pixels`` and
+        ``overlap`` (:func:`overlap_stats`).
+
+    Example:
+        >>> severstal_stats("data/severstal")["images_with_defects"]  # doctest: +SKIP
+        6666
+    """
+    p = Path(data)
+    csv_path = p if p.is_file() else p / "train.csv"
+    image_dir = csv_path.parent / "train_images"
+    table = read_train_csv(csv_path, num_classes=num_classes)
+    files = list_images(image_dir) if image_dir.is_dir() else []
+    ids = sorted(set(files) | set(table["ImageId"]))
+    present = set(files)
+    shapes = {i: image_size(image_dir / i) if i in present else SEVERSTAL_SHAPE for i in ids}
+    total = sum(h * w for h, w in shapes.values())
+    pixels = {c: 0 for c in range(1, num_classes + 1)}
+    masks = {c: 0 for c in range(1, num_classes + 1)}
+    for image_id, cls, rle in zip(table["ImageId"], table["ClassId"], table["EncodedPixels"], strict=True):
+        masks[int(cls)] += 1
+        pixels[int(cls)] += int(rle_runs(rle, shapes[image_id])[1].sum())
+    return {
+        "csv": str(csv_path),
+        "images": len(ids),
+        "image_files": len(files),
+        "images_with_defects": int(table["ImageId"].nunique()),
+        "masks_per_class": masks,
+        "pixels_per_class": pixels,
+        "pixel_share": {c: (v / total if total else 0.0) for c, v in pixels.items()},
+        "total_pixels": int(total),
+        "overlap": overlap_stats(table, shapes),
+    }
 
 
 # --------------------------------------------------------------------------------------------- split
