@@ -11,7 +11,9 @@ import torch
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 #: The real data shared beside the repository (CI has it; a user's clone may not).
-SHARED_DATA = Path(os.environ.get("STEELKD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get("STEELKD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 
 
 def require_shared(*parts: str) -> Path:

@@ -118,7 +118,8 @@ class TrainConfig:
         deterministic: ask torch for deterministic algorithms.
         val_every: validate every N epochs.
         log_every: log every N steps.
-        limit_train_batches / limit_val_batches: Lightning's limits (1.0 = all), for quick runs.
+        limit_train_batches / limit_val_batches: Lightning's limits: a float is a fraction (1.0 = all), an
+            int a number of batches; for quick runs.
         out_dir: where checkpoints, logs and the exported model go.
     """
 
@@ -139,8 +140,8 @@ class TrainConfig:
     deterministic: bool = False
     val_every: int = 1
     log_every: int = 10
-    limit_train_batches: float = 1.0
-    limit_val_batches: float = 1.0
+    limit_train_batches: Any = 1.0
+    limit_val_batches: Any = 1.0
     out_dir: str = "runs/default"
 
 
@@ -198,7 +199,8 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"unknown key {where + '.' if where else ''}{unknown[0]} (known: {', '.join(sorted(known))})")
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"unknown key {key} (known: {', '.join(sorted(known))})")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         sub, _ = _resolve_type(hints[name])
@@ -227,7 +229,9 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         raise ConfigError(f"data.kind: expected severstal, folder or synth, got {cfg.data.kind!r}")
     if cfg.distill is not None:
         if cfg.distill.where not in ("logits", "logits_low", "features"):
-            raise ConfigError(f"distill.where: expected logits, logits_low or features, got {cfg.distill.where!r}")
+            raise ConfigError(
+                f"distill.where: expected logits, logits_low or features, got {cfg.distill.where!r}"
+            )
         if cfg.distill.variant not in ("standard", "paper_eq5"):
             raise ConfigError(f"distill.variant: expected standard or paper_eq5, got {cfg.distill.variant!r}")
     return cfg

@@ -1,9 +1,102 @@
-"""CLI commands (filled in by the issue that owns them)."""
+"""``steelkd train`` and ``steelkd distill``: a YAML config, overridden by flags."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from steelkd.cli._common import console, user_errors
+
+ConfigOpt = typer.Option(..., "--config", "-c", help="YAML config (configs/*.yaml).", exists=False)
+SetOpt = typer.Option(None, "--set", help="Override any field: section.field=value (YAML value). Repeatable.")
+
+
+def _overrides(sets: list[str] | None, **flags: object) -> list[str]:
+    out = [f"{k}={v}" for k, v in flags.items() if v is not None]
+    return out + list(sets or [])
+
+
+def _run(config: Path, sets: list[str], resume: str | None, distill: bool) -> None:
+    from steelkd.config import ConfigError, load_config
+    from steelkd.engine import fit
+
+    with user_errors():
+        cfg = load_config(config, sets)
+        if distill and cfg.distill is None:
+            raise ConfigError(f"{config}: distillation needs a 'distill' section (or --teacher PATH)")
+        if not distill and cfg.distill is not None:
+            raise ConfigError(f"{config}: has a 'distill' section: use `steelkd distill`")
+        result = fit(cfg, resume=resume)
+    m = result.best_metrics
+    if m:
+        console.print(
+            f"best epoch {m.get('epoch')}: mDice {m.get('mdice', float('nan')):.4f}  "
+            f"Kaggle Dice {m.get('kaggle_dice', float('nan')):.4f}"
+        )
+    console.print(
+        f"model: {result.model_dir}   checkpoints: {result.out_dir / 'checkpoints'}   "
+        f"log: {result.metrics_csv}   ({result.seconds / 60:.1f} min)"
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the top-level app."""
+    """Add ``train`` and ``distill``."""
+
+    @app.command()
+    def train(
+        config: Path = ConfigOpt,
+        out: str = typer.Option(None, help="Output directory (train.out_dir)."),
+        epochs: int = typer.Option(None, help="train.epochs"),
+        precision: str = typer.Option(None, help="train.precision: 32, bf16-mixed, 16-mixed"),
+        devices: str = typer.Option(None, help="train.devices, e.g. 1, 2 or auto"),
+        accelerator: str = typer.Option(None, help="train.accelerator: cpu, gpu, auto"),
+        strategy: str = typer.Option(None, help="train.strategy, e.g. ddp"),
+        num_nodes: int = typer.Option(None, "--num-nodes", help="train.num_nodes"),
+        resume: str = typer.Option(None, help="Checkpoint to resume from, or 'last'."),
+        sets: list[str] = SetOpt,
+    ) -> None:
+        """Train a segmentation model (teacher or baseline student) with weighted cross-entropy."""
+        flags = {
+            "train.out_dir": out,
+            "train.epochs": epochs,
+            "train.precision": precision,
+            "train.devices": devices,
+            "train.accelerator": accelerator,
+            "train.strategy": strategy,
+            "train.num_nodes": num_nodes,
+        }
+        _run(config, _overrides(sets, **flags), resume, distill=False)
+
+    @app.command()
+    def distill(
+        config: Path = ConfigOpt,
+        teacher: str = typer.Option(None, help="Trained teacher model (directory, .safetensors or .ckpt)."),
+        tau: float = typer.Option(None, help="distill.tau"),
+        loss_weight: float = typer.Option(None, "--loss-weight", help="distill.loss_weight (λ)"),
+        where: str = typer.Option(None, help="distill.where: logits, logits_low or features"),
+        out: str = typer.Option(None, help="Output directory (train.out_dir)."),
+        epochs: int = typer.Option(None, help="train.epochs"),
+        precision: str = typer.Option(None, help="train.precision"),
+        devices: str = typer.Option(None, help="train.devices"),
+        accelerator: str = typer.Option(None, help="train.accelerator"),
+        strategy: str = typer.Option(None, help="train.strategy"),
+        num_nodes: int = typer.Option(None, "--num-nodes", help="train.num_nodes"),
+        resume: str = typer.Option(None, help="Checkpoint to resume from, or 'last'."),
+        sets: list[str] = SetOpt,
+    ) -> None:
+        """Distil a trained teacher into a student: L = L_wCE + λ·L_CWD; only the student learns."""
+        flags = {
+            "distill.teacher": teacher,
+            "distill.tau": tau,
+            "distill.loss_weight": loss_weight,
+            "distill.where": where,
+            "train.out_dir": out,
+            "train.epochs": epochs,
+            "train.precision": precision,
+            "train.devices": devices,
+            "train.accelerator": accelerator,
+            "train.strategy": strategy,
+            "train.num_nodes": num_nodes,
+        }
+        _run(config, _overrides(sets, **flags), resume, distill=True)

@@ -1,0 +1,184 @@
+"""Deployable model artefacts: weights as safetensors plus a JSON model card, loaded without unpickling.
+
+A saved model is a directory holding ``model.safetensors`` and ``model.json`` (the model card). The card
+says everything needed to rebuild and use the network: the registered architecture name, the classes,
+the input normalisation, the training config and the metrics it reached.
+
+Example:
+    >>> from steelkd.models import create_model
+    >>> from steelkd.checkpoint import make_card, save_model, load_model
+    >>> model = create_model("resunet_convnext_atto", num_classes=5)  # doctest: +SKIP
+    >>> save_model(model, "out/model", make_card(model, class_names=[...]))  # doctest: +SKIP
+    >>> model, card = load_model("out/model")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from steelkd.data.transforms import MEAN, STD
+from steelkd.io import atomic_path, atomic_write_text
+from steelkd.models import create_model
+
+CARD_FORMAT = "steelkd-model/1"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "model.json"
+
+
+def make_card(
+    model: nn.Module,
+    class_names: list[str],
+    *,
+    config: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build the JSON model card for ``model``.
+
+    Args:
+        model: a network built by :func:`steelkd.models.create_model` (it carries ``name``).
+        class_names: names of the output channels, background first.
+        config: the training config (``Config.to_dict()``), recorded for provenance.
+        metrics: validation metrics of the saved weights.
+        model_kwargs: extra keyword arguments the architecture was built with.
+    """
+    from steelkd import __version__
+
+    num_classes = int(getattr(model, "num_classes", len(class_names)))
+    if num_classes != len(class_names):
+        raise ValueError(f"model has {num_classes} output classes but {len(class_names)} class names")
+    return {
+        "format": CARD_FORMAT,
+        "architecture": model.name,
+        "num_classes": num_classes,
+        "class_names": list(class_names),
+        "model_kwargs": dict(model_kwargs or {}),
+        "normalization": {"mean": list(MEAN), "std": list(STD), "scale": 255.0, "channels": "RGB"},
+        "params": sum(p.numel() for p in model.parameters()),
+        "config": config or {},
+        "metrics": metrics or {},
+        "steelkd_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def save_model(model: nn.Module, path: str | Path, card: dict[str, Any]) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` into directory ``path`` (each atomically).
+
+    Returns:
+        The directory.
+    """
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(out / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": CARD_FORMAT, "architecture": card["architecture"]})
+    atomic_write_text(out / CARD_NAME, json.dumps(card, indent=2, default=str))
+    return out
+
+
+def _resolve(path: Path) -> tuple[Path, Path]:
+    if path.is_dir():
+        return path / WEIGHTS_NAME, path / CARD_NAME
+    if path.suffix == ".safetensors":
+        card = path.with_suffix(".json")
+        return path, card if card.exists() else path.parent / CARD_NAME
+    if path.suffix == ".json":
+        return path.parent / WEIGHTS_NAME, path
+    raise ValueError(f"{path}: expected a model directory, a .safetensors file, a model.json or a .ckpt")
+
+
+def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model`` strictly; a mismatch raises ValueError naming the bad keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} keys (first: {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} keys (first: {', '.join(unexpected[:3])})")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches (first: {'; '.join(shapes[:3])})")
+    if problems:
+        raise ValueError(
+            f"{source}: weights do not fit {getattr(model, 'name', type(model).__name__)}: "
+            + "; ".join(problems)
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def _load_lightning_ckpt(path: Path, map_location: str | torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    hp = ckpt.get("hyper_parameters", {})
+    cfg = hp.get("cfg")
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: not a steelkd Lightning checkpoint (no 'cfg' hyper-parameter)")
+    model_cfg = cfg["model"]
+    class_names = cfg["data"]["class_names"]
+    model = create_model(model_cfg["name"], num_classes=len(class_names), **model_cfg.get("kwargs", {}))
+    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    load_state_checked(model, state, str(path))
+    card = make_card(
+        model,
+        class_names,
+        config=cfg,
+        metrics=ckpt.get("steelkd_best_metrics", {}),
+        model_kwargs=model_cfg.get("kwargs", {}),
+    )
+    return model, card
+
+
+def load_model(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model from a saved directory, ``.safetensors`` (+ ``.json``) or a steelkd ``.ckpt``.
+
+    Nothing is unpickled: safetensors, JSON, or ``torch.load(weights_only=True)``. The architecture named in
+    the card is built and the weights are loaded strictly.
+
+    Returns:
+        ``(model in eval mode, model card dict)``.
+
+    Raises:
+        FileNotFoundError: a file is missing (named).
+        ValueError: the card or the weights do not fit (the bad keys are named).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: model not found")
+    if p.suffix == ".ckpt":
+        model, card = _load_lightning_ckpt(p, map_location)
+        return model.eval(), card
+    weights, card_path = _resolve(p)
+    for f in (weights, card_path):
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: missing (a saved model needs {WEIGHTS_NAME} and {CARD_NAME})")
+    try:
+        card = json.loads(card_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{card_path}: not valid JSON ({exc})") from exc
+    for key in ("architecture", "num_classes", "class_names"):
+        if key not in card:
+            raise ValueError(f"{card_path}: model card lacks '{key}'")
+    model = create_model(
+        card["architecture"], num_classes=int(card["num_classes"]), **card.get("model_kwargs", {})
+    )
+    state = load_file(str(weights), device=str(map_location))
+    load_state_checked(model, state, str(weights))
+    return model.eval(), card
