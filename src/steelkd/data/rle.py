@@ -58,8 +58,12 @@ def _parse(rle: Any) -> np.ndarray:
     if not isinstance(rle, str):
         raise ValueError(f"RLE must be a string, got {type(rle).__name__}: {rle!r:.60}")
     # Fast path: only ASCII digits and spaces, which np.fromstring parses completely.
-    if rle.isascii() and rle.replace(" ", "").isdigit():
-        return np.fromstring(rle, dtype=np.int64, sep=" ")
+    try:
+        raw = rle.encode("ascii")
+    except UnicodeEncodeError:
+        return _parse_slow(rle)
+    if not raw.translate(None, b"0123456789 "):
+        return np.fromstring(raw, dtype=np.int64, sep=" ")
     return _parse_slow(rle)
 
 
@@ -166,11 +170,15 @@ def rle_decode(rle: Any, shape: tuple[int, int] = SEVERSTAL_SHAPE) -> np.ndarray
             counts[2:-1:2] -= values[1:-1:2]
         counts[0] = values[0] - 1
         counts[-1] = n + 1 - values[-2] - values[-1]
-        if counts.min() >= 0 and values[1::2].min() >= 1:
+        # every token <= n rules out int64 overflow above; lengths >= 1 is the one rule repeat can't see
+        if values[1::2].min() >= 1 and values.max() <= n:
             alt = _ALTERNATING
             if m + 1 > alt.size:
                 alt = np.tile(np.array([0, 1], dtype=np.uint8), m // 2 + 1)
-            return np.repeat(alt[: m + 1], counts).reshape((h, w), order="F")
+            try:  # a negative gap (start < 1, unsorted or overlapping runs, run past the end) raises here
+                return np.repeat(alt[: m + 1], counts).reshape((h, w), order="F")
+            except ValueError:
+                pass
     _explain(values, n, (h, w))
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -186,14 +194,33 @@ def _format_runs(bounds: np.ndarray) -> str:
 
 
 def _bounds_flat(flat: np.ndarray) -> np.ndarray:
-    """Run boundaries of a 1-D 0/1 byte array."""
-    b = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    parts = [b]
+    """Run boundaries of a contiguous 1-D byte array (non-zero = 1).
+
+    Neighbouring bytes are compared eight at a time: the array against itself shifted by one byte,
+    both viewed as uint64 words; only the words that differ are looked at byte by byte.
+    """
+    n = flat.size
+    nw = (n - 1) // 8
+    parts: list[np.ndarray] = []
+    if nw >= 4:
+        lo = flat[: nw * 8].view(np.uint64)  # bytes p-1 ...
+        hi = flat[1 : nw * 8 + 1].view(np.uint64)  # ... against bytes p (an unaligned view, no copy)
+        k = np.flatnonzero(lo != hi)
+        if k.size:
+            a = lo[k].view(np.uint8).reshape(-1, 8)
+            b = hi[k].view(np.uint8).reshape(-1, 8)
+            kk, j = np.nonzero((a != 0) != (b != 0))
+            parts.append(k[kk] * 8 + j + 1)
+        tail = flat[nw * 8 :] != 0
+        parts.append(np.flatnonzero(tail[1:] != tail[:-1]) + nw * 8 + 1)
+    else:
+        nz = flat != 0
+        parts.append(np.flatnonzero(nz[1:] != nz[:-1]) + 1)
     if flat[0]:
-        parts.insert(0, np.zeros(1, dtype=b.dtype))
+        parts.insert(0, np.zeros(1, dtype=np.int64))
     if flat[-1]:
-        parts.append(np.full(1, flat.size, dtype=b.dtype))
-    return np.concatenate(parts) if len(parts) > 1 else b
+        parts.append(np.full(1, n, dtype=np.int64))
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def _bounds_c(m: np.ndarray) -> np.ndarray:
@@ -266,5 +293,5 @@ def rle_encode(mask: np.ndarray) -> str:
     if m.flags.c_contiguous:
         return _format_runs(_bounds_c(m))
     if m.flags.f_contiguous:
-        return _format_runs(_bounds_flat(m.T.reshape(-1)))
+        return _format_runs(_bounds_flat(m.T.reshape(-1)))  # already column-major: no copy
     return _format_runs(_bounds_c(np.ascontiguousarray(m)))

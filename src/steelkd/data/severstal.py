@@ -141,8 +141,8 @@ def read_train_csv(
             rows.append((image_id, cls, rle))
     table = pd.DataFrame(rows, columns=_NEW_HEADER)
     table["ClassId"] = table["ClassId"].astype(np.int64)
-    table["ImageId"] = table["ImageId"].astype(object)
-    table["EncodedPixels"] = table["EncodedPixels"].astype(object)
+    table["ImageId"] = table["ImageId"].astype(str)
+    table["EncodedPixels"] = table["EncodedPixels"].astype(str)
     if image_dir is not None:
         check_images(table["ImageId"].unique(), image_dir)
     return table
