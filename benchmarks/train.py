@@ -1,0 +1,169 @@
+"""Training throughput side by side: teacher step, student step, distillation step (fp32 and bf16).
+
+For each precision it measures, in one run and at the same batch and crop:
+
+- images/s of a supervised step of the teacher and of the student (forward, weighted CE, backward, AdamW);
+- images/s of a distillation step (teacher forward under inference_mode + student step + CWD);
+- the share of the distillation step spent in the CWD loss (its forward and backward on the logits);
+- peak memory: resident set size of a fresh process per configuration on CPU, or
+  ``torch.cuda.max_memory_allocated`` on a GPU.
+
+Every configuration runs in its own child process, so peak memory is not inherited from the one before.
+
+    python benchmarks/train.py                                # the paper's models, 2x3x256x512
+    python benchmarks/train.py --teacher resunet_convnext_nano_gc_ff --student resunet_convnext_atto \
+        --batch 16 --crop 128x128                            # the neu_seg_cpu preset's models
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from steelkd.bench import device_name
+from steelkd.losses import ChannelWiseDivergence, WeightedCrossEntropy
+from steelkd.models import create_model
+
+
+def _timed(fn: Any, repeats: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _child(job: dict[str, Any], queue: Any) -> None:
+    torch.manual_seed(0)
+    device = torch.device(job["device"])
+    dtype = torch.bfloat16 if job["precision"] == "bf16" else None
+    n, (h, w), classes = job["batch"], job["crop"], job["classes"]
+    x = torch.randn(n, 3, h, w, device=device)
+    y = torch.randint(0, classes, (n, h, w), device=device)
+    ce = WeightedCrossEntropy(torch.ones(classes)).to(device)
+    cwd = ChannelWiseDivergence(tau=1.0)
+
+    def autocast() -> Any:
+        return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+    student = create_model(job["student"], num_classes=classes).to(device).train()
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
+    out: dict[str, Any] = {}
+    if job["kind"] == "cwd":
+        s_logits = torch.randn(n, classes, h, w, device=device, requires_grad=True)
+        t_logits = torch.randn(n, classes, h, w, device=device)
+
+        def cwd_step() -> None:
+            cwd(s_logits, t_logits).backward()
+
+        out["seconds"] = _timed(cwd_step, job["repeats"], job["warmup"], device)
+    elif job["kind"] == "distill":
+        teacher = create_model(job["teacher"], num_classes=classes).to(device).eval().requires_grad_(False)
+
+        def kd_step() -> None:
+            with torch.inference_mode(), autocast():
+                t = teacher(x)
+            t = t.clone()
+            with autocast():
+                s = student(x)
+            loss = ce(s.float(), y) + cwd(s, t)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        out["seconds"] = _timed(kd_step, job["repeats"], job["warmup"], device)
+    else:
+        model = (
+            student
+            if job["kind"] == "student"
+            else create_model(job["teacher"], num_classes=classes).to(device)
+        )
+        model.train()
+        mopt = opt if job["kind"] == "student" else torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def sup_step() -> None:
+            with autocast():
+                s = model(x)
+            loss = ce(s.float(), y)
+            mopt.zero_grad(set_to_none=True)
+            loss.backward()
+            mopt.step()
+
+        out["seconds"] = _timed(sup_step, job["repeats"], job["warmup"], device)
+    if device.type == "cuda":
+        out["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put(out)
+
+
+def run(job: dict[str, Any]) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(job, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", default="resunet_convnext_base_gc_ff")
+    ap.add_argument("--student", default="resunet_convnext_tiny")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--crop", default="256x512", help="HxW")
+    ap.add_argument("--classes", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    h, w = (int(v) for v in args.crop.lower().split("x"))
+    print(f"device: {device_name()}  torch {torch.__version__}")
+    print(
+        f"teacher {args.teacher}, student {args.student}, batch {args.batch}, crop {h}x{w}, "
+        f"median of {args.repeats} steps after {args.warmup} warm-up\n"
+    )
+    print("| precision | step | images/s | s/step | peak memory (MB) |")
+    print("| --- | --- | --- | --- | --- |")
+    for prec in args.precisions.split(","):
+        base = {
+            "teacher": args.teacher,
+            "student": args.student,
+            "batch": args.batch,
+            "crop": (h, w),
+            "classes": args.classes,
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "precision": prec,
+            "device": args.device,
+        }
+        res = {kind: run({**base, "kind": kind}) for kind in ("teacher", "student", "distill", "cwd")}
+        for kind in ("teacher", "student", "distill"):
+            r = res[kind]
+            ips = args.batch / r["seconds"]
+            print(f"| {prec} | {kind} | {ips:.2f} | {r['seconds']:.3f} | {r['peak_mb']:.0f} |")
+        share = res["cwd"]["seconds"] / res["distill"]["seconds"]
+        over = res["distill"]["seconds"] / res["student"]["seconds"]
+        print(
+            f"| {prec} | CWD loss (fwd+bwd) | - | {res['cwd']['seconds']:.4f} | share of a distillation "
+            f"step: {100 * share:.1f}%; distillation step / student step: {over:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()
