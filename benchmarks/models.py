@@ -8,6 +8,7 @@ full size by default). Prints a markdown table and the student/teacher speed rat
 Example:
     .venv/bin/python benchmarks/models.py --repeats 10 --size 256x1600
     .venv/bin/python benchmarks/models.py --models resunet_convnext_atto --size 128x256 --repeats 3
+    .venv/bin/python benchmarks/models.py --search-designs   # the parameter-count design search
 """
 
 from __future__ import annotations
@@ -64,6 +65,77 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _design_params(
+    enc: str,
+    up: str,
+    dec_scale: float,
+    gc_ratio: float,
+    gc_at: str,
+    ff: int | str,
+    ff_levels: int,
+    gc_ff: bool,
+) -> float:
+    """Parameters (M, 5 classes) of one candidate decoder design on a ConvNeXt encoder (meta device)."""
+    import timm
+
+    from steelkd.models.blocks import ConvBNReLU, FeatureFusion, GlobalContextBlock, ResidualUnit
+
+    with torch.device("meta"):
+        encoder = timm.create_model(enc, features_only=True, pretrained=False)
+        c = encoder.feature_info.channels()
+        dec = [int(v * dec_scale) for v in (c[2], c[1], c[0])]
+        mods: list[nn.Module] = [encoder]
+        prev = c[3]
+        for d, skip in zip(dec, (c[2], c[1], c[0]), strict=True):
+            if up == "reduce":  # 1x1 conv to the skip's channels, then upsample and concatenate
+                mods.append(ConvBNReLU(prev, skip, 1))
+                cat = 2 * skip
+            else:  # "cat": upsample and concatenate straight in
+                cat = prev + skip
+            if gc_ff and gc_at == "in":
+                mods.append(GlobalContextBlock(cat, gc_ratio))
+            mods.append(ResidualUnit(cat, d))
+            if gc_ff and gc_at == "out":
+                mods.append(GlobalContextBlock(d, gc_ratio))
+            prev = d
+        if gc_ff:
+            width = dec[0] if ff == "d1" else int(ff)
+            mods.append(FeatureFusion(([c[3]] if ff_levels == 4 else []) + dec, width))
+            prev = width
+        mods.append(nn.Conv2d(prev, 5, 1))
+        return sum(p.numel() for m in mods for p in m.parameters()) / 1e6
+
+
+def search_designs(top: int = 15) -> str:
+    """Markdown table of candidate decoder designs ranked by the worst deviation from the paper's counts."""
+    import itertools
+
+    rows = []
+    grid = itertools.product(
+        ["cat", "reduce"], [1.0, 0.75, 0.5], [1 / 16, 1 / 4], ["in", "out"], ["d1", 256, 384, 512], [3, 4]
+    )
+    for up, scale, ratio, gc_at, ff, levels in grid:
+        student = _design_params("convnext_tiny", up, scale, ratio, gc_at, ff, levels, gc_ff=False)
+        student_gf = _design_params("convnext_tiny", up, scale, ratio, gc_at, ff, levels, gc_ff=True)
+        teacher = _design_params("convnext_base", up, scale, ratio, gc_at, ff, levels, gc_ff=True)
+        errs = [student / 33.91 - 1, student_gf / 36.02 - 1, teacher / 100.98 - 1]
+        rows.append(
+            (max(abs(e) for e in errs), up, scale, ratio, gc_at, ff, levels, student, student_gf, teacher)
+        )
+    rows.sort(key=lambda r: r[0])
+    lines = [
+        "| up | decoder ch. x skip | GC ratio | GC on | FF ch. | FF levels | T (M) | T+GC+FF (M) "
+        "| B+GC+FF (M) | worst dev. |",
+        "|" + "|".join(" --- " for _ in range(10)) + "|",
+    ]
+    for worst, up, scale, ratio, gc_at, ff, levels, s, sg, t in rows[:top]:
+        lines.append(
+            f"| {up} | {scale:g} | 1/{round(1 / ratio)} | {gc_at} | {ff} | {levels} "
+            f"| {s:.2f} | {sg:.2f} | {t:.2f} | {worst * 100:.1f}% |"
+        )
+    return "\n".join(lines)
+
+
 def summarize(times: list[float], batch: int) -> dict[str, float]:
     """Median, p10, p90 (seconds) and images per second at the median."""
     med = statistics.median(times)
@@ -85,7 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--num-classes", type=int, default=5)
     parser.add_argument("--out", default="", help="also write the markdown to this file")
+    parser.add_argument(
+        "--search-designs", action="store_true", help="print the decoder design search and exit"
+    )
     args = parser.parse_args(argv)
+    if args.search_designs:
+        print(search_designs())
+        return 0
 
     known = set(list_models())
     for name in args.models:
