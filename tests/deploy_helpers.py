@@ -49,7 +49,7 @@ def write_images(folder: Path, n: int, seed: int, *, h: int = 64, w: int = 256, 
     return out
 
 
-def train_tiny_model(out_dir: Path, steps: int = 30, batch: int = 4, seed: int = 0) -> Path:
+def train_tiny_model(out_dir: Path, steps: int = 24, batch: int = 4, seed: int = 0) -> Path:
     """Train ``resunet_convnext_atto`` for a few dozen steps on synthetic 64x128 images and save it."""
     from steelkd.checkpoint import make_card, save_model
     from steelkd.models import create_model
@@ -57,7 +57,7 @@ def train_tiny_model(out_dir: Path, steps: int = 30, batch: int = 4, seed: int =
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = create_model("resunet_convnext_atto", num_classes=5)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=0.0)
     weight = torch.tensor([0.3, 1.0, 1.0, 1.0, 1.0])
     model.train()
     for _ in range(steps):

@@ -303,9 +303,9 @@ def test_softmax_is_stable_for_large_logits() -> None:
 
 # ----------------------------------------------------------------------------------- real data
 @pytest.mark.realdata
-def test_real_severstal_images_plumbing(model_dir: Path, tmp_path: Path) -> None:
+def test_real_severstal_images_plumbing(onnx_path: Path, tmp_path: Path) -> None:
     images = require_shared("severstal", "train_images")
-    report = Predictor.from_path(model_dir, batch_size=5).predict_files(images, tmp_path / "out",
+    report = Predictor.from_path(onnx_path, batch_size=5).predict_files(images, tmp_path / "out",
                                                                         overlay_format="jpg")
     assert not report.failures and len(report.results) == 25
     masks = sorted((tmp_path / "out" / "masks").glob("*.png"))
