@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/steelkd data synth --out demo_out/data --n 40 --seed 0
-	$(BIN)/steelkd data stats --data demo_out/data
+	$(BIN)/steelkd experiment --config configs/experiments/demo.yaml --out demo_out
+	@echo "report: demo_out/report.md"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -442,8 +442,10 @@ class Predictor:
         max_side: when > 0, images whose longer side exceeds it are down-scaled (aspect kept) for the
             network and the probabilities are resized back, so outputs always have the input's size.
             0 (default) runs at native size.
-        pad_multiple: pad the network input (edge replication) to a multiple of this; the logits are
-            cropped back. 32 is the encoder's total stride.
+        pad_multiple: pad the network input (edge replication) to a multiple of this and crop the logits
+            back. Default 1: no padding, the image goes in at its native size exactly as in training and
+            `steelkd evaluate` (the decoder resizes to each skip feature's size, so any size works, also
+            in ONNX); 32 (the encoder's total stride) is available for runtimes that need it.
 
     Example:
         >>> pred = Predictor.from_path("model.onnx", post=PostProcess(threshold=0.6))  # doctest: +SKIP
@@ -458,7 +460,7 @@ class Predictor:
         tta: bool = False,
         batch_size: int = 4,
         max_side: int = 0,
-        pad_multiple: int = 32,
+        pad_multiple: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
