@@ -11,10 +11,8 @@ import pandas as pd
 import pytest
 
 from steelkd.report import (
-    CLASS_COLORS,
     MeanStd,
     Table,
-    overlay_label_map,
     plot_dice_bars,
     plot_loss_curves,
     plot_overlay_grid,
@@ -186,18 +184,6 @@ def test_plot_dice_bars(tmp_path: Path) -> None:
     assert _png_shape(out)[0] > 200
     with pytest.raises(ValueError, match="4 classes but 3/4 values"):
         plot_dice_bars(classes, [0.1] * 3, [0.1] * 4, tmp_path / "bad.png")
-
-
-def test_overlay_label_map_paints_classes() -> None:
-    img = np.full((4, 5, 3), 100, np.uint8)
-    lm = np.zeros((4, 5), np.uint8)
-    lm[0, 0], lm[1, 1] = 1, 3
-    out = overlay_label_map(img, lm, alpha=0.5)
-    assert out[0, 0].tolist() == [int(50 + c / 2 + 0.5) for c in CLASS_COLORS[0]]
-    assert out[1, 1].tolist() == [int(50 + c / 2 + 0.5) for c in CLASS_COLORS[2]]
-    assert out[2, 2].tolist() == [100, 100, 100]
-    with pytest.raises(ValueError, match="differ in size"):
-        overlay_label_map(img, np.zeros((3, 3), np.uint8))
 
 
 def test_plot_overlay_grid(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import csv
 import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +32,7 @@ import pandas as pd
 from matplotlib.patches import Patch
 
 from steelkd.io import atomic_path, atomic_write_text
-
-#: Overlay colours (RGB 0..255) of label values 1..; background (0) is never painted.
-CLASS_COLORS: list[tuple[int, int, int]] = [
-    (230, 25, 75),  # red
-    (60, 180, 75),  # green
-    (0, 130, 200),  # blue
-    (255, 225, 25),  # yellow
-    (145, 30, 180),  # purple
-    (70, 240, 240),  # cyan
-    (245, 130, 48),  # orange
-    (240, 50, 230),  # magenta
-]
+from steelkd.postprocess import palette
 
 
 # --------------------------------------------------------------------------------------------- numbers
@@ -109,6 +98,7 @@ class Table:
         columns: column headers.
         rows: the rows, each as long as ``columns``.
         digits: decimals of floats in the markdown rendering (CSV keeps full precision).
+        col_digits: per-column exceptions to ``digits``, e.g. ``{"params (M)": 2}``.
 
     Example:
         >>> t = Table("params", ["model", "params (M)"], [["atto", 3.5]], digits=2)
@@ -120,6 +110,7 @@ class Table:
     columns: list[str]
     rows: list[list[Any]]
     digits: int = 4
+    col_digits: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for i, row in enumerate(self.rows):
@@ -134,8 +125,11 @@ class Table:
             "| " + " | ".join(self.columns) + " |",
             "| " + " | ".join("---" for _ in self.columns) + " |",
         ]
+        dj = [self.col_digits.get(c, d) for c in self.columns]
         for row in self.rows:
-            lines.append("| " + " | ".join(format_cell(c, d).replace("|", "\\|") for c in row) + " |")
+            lines.append(
+                "| " + " | ".join(format_cell(c, dj[j]).replace("|", "\\|") for j, c in enumerate(row)) + " |"
+            )
         return "\n".join(lines)
 
     def _csv_header_and_rows(self) -> tuple[list[str], list[list[Any]]]:
@@ -325,7 +319,7 @@ def plot_loss_curves(history: pd.DataFrame, path: str | Path, *, title: str = "T
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     if drawn:
-        ax.legend(loc="upper right")
+        ax.legend(loc="best", fontsize=8)
     return _save(fig, path)
 
 
@@ -391,50 +385,12 @@ def plot_dice_bars(
     ax.set_xticks(x, list(class_names))
     ax.set_xlabel("defect class")
     ax.set_ylabel("Dice")
-    ax.set_ylim(0, 1.08)
+    ax.set_ylim(0, 1.25)
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", ncol=len(series), fontsize=8, frameon=False)
     return _save(fig, path)
-
-
-def overlay_label_map(
-    image: np.ndarray,
-    label_map: np.ndarray,
-    *,
-    alpha: float = 0.45,
-    colors: Sequence[tuple[int, int, int]] = CLASS_COLORS,
-) -> np.ndarray:
-    """Paint the classes of a label map over an RGB image (background left untouched).
-
-    Args:
-        image: H x W x 3 uint8 (or H x W grayscale).
-        label_map: H x W integer label map, 0 = background, k = class k (colour ``colors[k-1]``).
-        alpha: opacity of the paint.
-        colors: RGB colours of classes 1, 2, ...
-
-    Returns:
-        H x W x 3 uint8.
-
-    Example:
-        >>> import numpy as np
-        >>> out = overlay_label_map(np.zeros((4, 4, 3), np.uint8), np.eye(4, dtype=np.uint8))
-        >>> out[0, 0].tolist(), out[0, 1].tolist()
-        ([104, 11, 34], [0, 0, 0])
-    """
-    img = np.asarray(image)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    if img.shape[:2] != label_map.shape[:2]:
-        raise ValueError(f"overlay: image {img.shape[:2]} and label map {label_map.shape[:2]} differ in size")
-    out = img.astype(np.float32).copy()
-    for k in np.unique(label_map):
-        if k == 0:
-            continue
-        color = np.asarray(colors[(int(k) - 1) % len(colors)], dtype=np.float32)
-        m = label_map == k
-        out[m] = (1 - alpha) * out[m] + alpha * color
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def plot_overlay_grid(
@@ -445,18 +401,20 @@ def plot_overlay_grid(
     *,
     title: str = "Predictions",
     legend: Sequence[str] = (),
-    colors: Sequence[tuple[int, int, int]] = CLASS_COLORS,
+    colors: Sequence[Sequence[int]] | None = None,
 ) -> Path:
     """A grid of overlay images: one row per example (defect class), one column per model (Fig. 6).
 
     Args:
-        panels: ``panels[r][c]`` is an RGB uint8 image (already painted, see :func:`overlay_label_map`).
+        panels: ``panels[r][c]`` is an RGB uint8 image (already painted, e.g. by
+            :func:`steelkd.postprocess.overlay`).
         row_labels: label of each row (e.g. the defect class of that example).
         col_labels: title of each column (e.g. "ground truth", "baseline student", ...).
         path: PNG file to write.
         title: figure title.
         legend: class names of label values 1, 2, ... for the colour legend.
-        colors: colours used to paint them.
+        colors: RGB colours (0..255) of label values 1, 2, ...; default: those of
+            :func:`steelkd.postprocess.overlay` (:func:`steelkd.postprocess.palette`).
 
     Example:
         >>> grid = [[gt_rgb, student_rgb]]  # doctest: +SKIP
@@ -478,8 +436,10 @@ def plot_overlay_grid(
             if r == 0:
                 ax.set_title(col_labels[c], fontsize=10)
             if c == 0:
-                ax.set_ylabel(row_labels[r], fontsize=10)
+                ax.set_ylabel(row_labels[r], fontsize=9, rotation=0, ha="right", va="center", labelpad=6)
     if legend:
+        if colors is None:
+            colors = [tuple(int(v) for v in c) for c in palette(len(legend) + 1)[1:]]
         handles = [
             Patch(color=np.asarray(colors[i % len(colors)]) / 255.0, label=name)
             for i, name in enumerate(legend)

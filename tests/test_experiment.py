@@ -1,0 +1,332 @@
+"""The experiment runner: config format, content-hash reuse, resume, the report, and the paper preset."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pandas as pd
+import pytest
+import torch
+
+from steelkd.config import ConfigError
+from steelkd.experiment import (
+    ExperimentConfig,
+    config_hash,
+    experiment_config_from_dict,
+    load_experiment_config,
+    paper_deviations,
+    plan_experiment,
+    run_config,
+    run_experiment,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS = REPO / "configs" / "experiments"
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from steelkd.data.synth import generate
+
+    return generate(tmp_path_factory.mktemp("synth"), n=8, seed=0, height=64, width=256)
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Very small images for the runner tests that use a fake fit (speed)."""
+    from steelkd.data.synth import generate
+
+    return generate(tmp_path_factory.mktemp("tiny"), n=8, seed=1, height=32, width=128)
+
+
+def _small(root: Path, **extra: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "name": "small",
+        "data": {
+            "kind": "severstal",
+            "root": str(root),
+            "crop": [64, 128],
+            "batch_size": 2,
+            "num_workers": 0,
+        },
+        "train": {"epochs": 1, "accelerator": "cpu"},
+        "models": {"teacher": "resunet_convnext_atto_gc_ff", "student": "resunet_convnext_atto"},
+        "experiments": [{"name": "exp1", "teacher": "teacher", "student": "student"}],
+        "seeds": [0],
+        "bench": {"repeats": 2, "warmup": 0, "device": "cpu"},
+        "evaluate": {"device": "cpu", "batch_size": 2},
+    }
+    d.update(extra)
+    return d
+
+
+class FakeFit:
+    """Stands in for steelkd.engine.fit: saves a random model of the right architecture and a loss log."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, str | None]] = []
+
+    def __call__(self, cfg: Any, *, progress: bool = True, resume: str | None = None) -> Any:
+        from steelkd.checkpoint import make_card, save_model
+        from steelkd.models import create_model
+
+        self.calls.append((copy.deepcopy(cfg), resume))
+        out = Path(cfg.train.out_dir)
+        torch.manual_seed(cfg.train.seed)
+        model = create_model(cfg.model.name, num_classes=len(cfg.data.class_names))
+        save_model(model, out / "model", make_card(model, cfg.data.class_names, config=cfg.to_dict()))
+        rows = [
+            {"epoch": 0, "step": s, "train/loss_step": 2.0 - 0.1 * s, "train/loss_kd_step": 0.5 - 0.05 * s}
+            for s in range(1, 4)
+        ]
+        rows.append({"epoch": 0, "step": 3, "train/loss_epoch": 1.8, "train/loss_kd_epoch": 0.4})
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(out / "logs" / "metrics.csv", index=False)
+        return SimpleNamespace(seconds=1.25, model_dir=out / "model")
+
+
+# ------------------------------------------------------------------------------------------ config
+def test_config_roles_and_defaults() -> None:
+    cfg = experiment_config_from_dict(
+        {
+            "models": {
+                "t": {
+                    "name": "resunet_convnext_atto_gc_ff",
+                    "train": {"epochs": 7},
+                    "data": {"crop": [32, 64]},
+                },
+                "s": "resunet_convnext_atto",
+            },
+            "experiments": [{"name": "e", "teacher": "t", "student": "s"}],
+            "train": {"epochs": 3},
+            "seeds": [4, 5],
+        }
+    )
+    assert isinstance(cfg, ExperimentConfig)
+    t = run_config(cfg, "t", seed=5)
+    s = run_config(cfg, "s", seed=4, teacher_dir="/x/model")
+    assert (t.model.name, t.train.epochs, t.data.crop, t.train.seed) == (
+        "resunet_convnext_atto_gc_ff",
+        7,
+        [32, 64],
+        5,
+    )
+    assert (s.model.name, s.train.epochs, s.train.seed) == ("resunet_convnext_atto", 3, 4)
+    assert s.distill is not None and s.distill.teacher == "/x/model" and t.distill is None
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"experiments": [{"name": "e", "teacher": "nobody", "student": "s"}]}, "unknown role 'nobody'"),
+        ({"models": {"t": "resunet_convnext_atto", "s": "no_such_net"}}, "unknown model 'no_such_net'"),
+        (
+            {
+                "models": {
+                    "t": {"name": "resunet_convnext_atto", "train": {"epoch": 3}},
+                    "s": "resunet_convnext_atto",
+                }
+            },
+            "models.t: unknown key train.epoch",
+        ),
+        ({"bogus": 1}, "unknown key bogus"),
+        ({"seeds": []}, "seeds"),
+        ({"bench": {"size": [256]}}, "size"),
+        ({"distill": {"teacher": "x"}}, "distill.teacher"),
+    ],
+)
+def test_config_errors(patch: dict[str, Any], message: str) -> None:
+    d = {
+        "models": {"t": "resunet_convnext_atto", "s": "resunet_convnext_atto"},
+        "experiments": [{"name": "e", "teacher": "t", "student": "s"}],
+    }
+    d.update(patch)
+    with pytest.raises((ConfigError, ValueError), match=re.escape(message)):
+        experiment_config_from_dict(d)
+
+
+def test_presets_load_and_plan(tmp_path: Path) -> None:
+    paper = load_experiment_config(PRESETS / "paper.yaml", ["data.root=/data/severstal"])
+    assert paper.data.root == "/data/severstal"
+    assert [(paper.models[e.teacher].name, paper.models[e.student].name) for e in paper.experiments] == [
+        ("resunet_convnext_tiny_gc_ff", "resunet_convnext_tiny"),
+        ("resunet_convnext_base_gc_ff", "resunet_convnext_tiny_gc_ff"),
+        ("resunet_convnext_base_gc_ff", "resunet_convnext_tiny"),
+    ]
+    plan = plan_experiment(paper, tmp_path)
+    n_seeds = len(paper.seeds)
+    # 2 teachers + tiny x seeds + tiny_gc_ff x (seeds - 1: seed 0 is the exp-1 teacher) + 3 x seeds distilled
+    assert len(plan) == 2 + n_seeds + (n_seeds - 1) + 3 * n_seeds
+    shared = [p for p in plan if set(p.uses) == {"teacher", "baseline"}]
+    assert len(shared) == 1 and shared[0].config.model.name == "resunet_convnext_tiny_gc_ff"
+    assert all(p.status == "train" for p in plan)
+    assert all(p.dir.parent == tmp_path / "runs" and p.dir.name.endswith(p.hash) for p in plan)
+    kd = [p for p in plan if p.teacher is not None]
+    assert all(p.config.distill.teacher == str(p.teacher.model_dir) for p in kd)
+    devs = "\n".join(paper_deviations(paper))
+    assert "train.precision: bf16-mixed" in devs and "distill.variant" in devs
+    assert "train.epochs" not in devs and "models" not in devs and "data set" not in devs
+
+    neu = load_experiment_config(PRESETS / "neu_seg_cpu.yaml")
+    assert neu.data.class_names == ["background", "inclusion", "patches", "scratches"]
+    assert len(neu.seeds) == 3 and len(neu.experiments) == 1
+    devs = "\n".join(paper_deviations(neu))
+    assert "data set: folder" in devs and "train.epochs" in devs
+    demo = load_experiment_config(PRESETS / "demo.yaml")
+    assert demo.data.kind == "synth"
+    assert "train.epochs for teacher" in "\n".join(paper_deviations(demo))
+
+
+def test_config_hash_content_and_teacher() -> None:
+    cfg = experiment_config_from_dict(_small(Path("/d")))
+    a = run_config(cfg, "student", seed=0)
+    b = run_config(cfg, "student", seed=0)
+    b.train.out_dir, b.data.num_workers = "/elsewhere", 7
+    assert config_hash(a) == config_hash(b)
+    assert config_hash(a) != config_hash(run_config(cfg, "student", seed=1))
+    b.train.lr = 5e-4
+    assert config_hash(a) != config_hash(b)
+    # a distillation run names its teacher by hash, not by path
+    k1 = run_config(cfg, "student", seed=0, teacher_dir="/out1/runs/t/model")
+    k2 = run_config(cfg, "student", seed=0, teacher_dir="/out2/runs/t/model")
+    assert config_hash(k1, "abc") == config_hash(k2, "abc") != config_hash(k1, "abd")
+
+
+# ------------------------------------------------------------------------------------- reuse + report
+def test_reuse_resume_and_report(tmp_path: Path, tiny_root: Path) -> None:
+    out = tmp_path / "exp"
+    cfg = experiment_config_from_dict(_small(tiny_root))
+    fit = FakeFit()
+    res = run_experiment(cfg, out, fit=fit)
+    assert len(fit.calls) == 3 and res.trained == 3
+    assert [c.distill is not None for c, _ in fit.calls] == [False, False, True]
+    teacher_cfg = fit.calls[0][0]
+    assert fit.calls[2][0].distill.teacher == str(Path(teacher_cfg.train.out_dir) / "model")
+
+    # second run: everything reused, nothing trained
+    fit2 = FakeFit()
+    res2 = run_experiment(cfg, out, fit=fit2)
+    assert fit2.calls == [] and res2.trained == 0
+    assert {r.status for r in res2.runs} == {"reused"}
+    assert all(r.seconds == pytest.approx(1.25) for r in res2.runs)  # wall time kept from the first run
+
+    # an interrupted run (checkpoint, no model) is resumed; a new seed trains only the new students
+    victim = res.runs[1].spec.dir
+    for f in (victim / "model").iterdir():
+        f.unlink()
+    (victim / "checkpoints").mkdir()
+    (victim / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    cfg2 = experiment_config_from_dict(_small(tiny_root, seeds=[0, 1]))
+    fit3 = FakeFit()
+    res3 = run_experiment(cfg2, out, fit=fit3)
+    resumed = [(c.train.out_dir, r) for c, r in fit3.calls if r is not None]
+    assert resumed == [(str(victim), str(victim / "checkpoints" / "last.ckpt"))]
+    assert sorted(c.train.seed for c, _ in fit3.calls) == [0, 1, 1]  # resumed seed-0 baseline + 2 new
+    assert res3.trained == 3
+
+    # the report: margin before the tables, numbers equal the per-run evaluations
+    text = res3.report.read_text()
+    margin = text.index("teacher margin over baseline student:")
+    assert margin < text.index("Table 1a") < text.index("Table 1b") < text.index("Table 1c")
+    recs = {(r.spec.role, r.spec.teacher is not None, r.spec.seed): r for r in res3.runs}
+    t = recs[("teacher", False, 0)].metrics
+    base = [recs[("student", False, s)].metrics for s in (0, 1)]
+    dist = [recs[("student", True, s)].metrics for s in (0, 1)]
+    for r in res3.runs:  # each run's evaluation is stored beside it
+        saved = json.loads(next(r.spec.dir.glob("eval-*.json")).read_text())
+        assert saved["mdice"] == pytest.approx(r.metrics["mdice"])
+    t1 = pd.read_csv(out / "tables" / "exp1_mdice.csv")
+    assert t1.loc[0, "mDice before"] == pytest.approx(t["mdice"])
+    assert t1.loc[1, "mDice before"] == pytest.approx(sum(m["mdice"] for m in base) / 2)
+    assert t1.loc[1, "mDice after"] == pytest.approx(sum(m["mdice"] for m in dist) / 2)
+    assert t1.loc[1, "mDice after_n"] == 2
+    bench = {b["model"]: b for b in json.loads((out / "bench.json").read_text())}
+    assert t1.loc[0, "params (M)"] == pytest.approx(bench["resunet_convnext_atto_gc_ff"]["params"] / 1e6)
+    assert t1.loc[1, "FPS"] == pytest.approx(bench["resunet_convnext_atto"]["fps"])
+    t3 = pd.read_csv(out / "tables" / "exp1_dice_per_class.csv")
+    assert list(t3["distilled"]) == ["before", "after", "teacher"]
+    for cls in ("pitting", "crazing", "scratches", "patches"):
+        vals = [m["dice"][cls] for m in dist]
+        if all(v == v for v in vals):  # NaN when a class never occurs
+            assert t3.loc[1, cls] == pytest.approx(sum(vals) / 2)
+    margin_val = float(re.search(r"teacher margin over baseline student: ([+-][0-9.]+)", text).group(1))
+    assert margin_val == pytest.approx(t["mdice"] - sum(m["mdice"] for m in base) / 2, abs=6e-4)
+    for fig in ("fig4_exp1_losses.png", "fig5_exp1_dice_per_class.png", "fig6_exp1_overlays.png"):
+        assert (out / "figures" / fig).stat().st_size > 5000
+        assert f"figures/{fig}" in text
+    for needle in (
+        "versions: python",
+        "torch",
+        "timm",
+        "lightning",
+        "steelkd",
+        "machine:",
+        "seeds: students [0, 1]",
+        "Deviations from the paper",
+        "mIoU (incl. bg)",
+        "wall time",
+    ):
+        assert needle in text, needle
+
+
+# ----------------------------------------------------------------------------------- the paper preset
+@pytest.mark.slow
+def test_paper_preset_end_to_end_on_tiny_synthetic_data(tmp_path: Path, synth_root: Path) -> None:
+    """paper.yaml with the real engine, atto/femto stand-ins for ConvNeXt-B/T, one short epoch."""
+    overrides = [
+        f"data.root={synth_root}",
+        "data.crop=[64,128]",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "train.epochs=1",
+        "train.limit_train_batches=2",
+        "train.limit_val_batches=1",
+        "train.precision='32'",
+        "train.accelerator=cpu",
+        "train.log_every=1",
+        "models.base_gc_ff.name=resunet_convnext_femto_gc_ff",
+        "models.tiny_gc_ff.name=resunet_convnext_atto_gc_ff",
+        "models.tiny.name=resunet_convnext_atto",
+        "seeds=[0]",
+        "bench.size=[64,256]",
+        "bench.repeats=2",
+        "bench.warmup=0",
+        "bench.device=cpu",
+        "evaluate.device=cpu",
+        "evaluate.batch_size=2",
+        "evaluate.num_workers=0",
+    ]
+    cfg = load_experiment_config(PRESETS / "paper.yaml", overrides)
+    out = tmp_path / "paper"
+    res = run_experiment(cfg, out)
+    assert res.trained == 6  # 2 teachers, atto baseline (atto_gc_ff baseline = exp-1 teacher), 3 distilled
+    text = res.report.read_text()
+    for k, name in enumerate(("exp1", "exp2", "exp3"), 1):
+        assert f"## Experiment {k}: {name}" in text
+        assert (out / "figures" / f"fig4_{name}_losses.png").is_file()
+        assert (out / "figures" / f"fig5_{name}_dice_per_class.png").is_file()
+        assert (out / "figures" / f"fig6_{name}_overlays.png").is_file()
+    assert text.count("teacher margin over baseline student:") == 3 + 3  # summary + sections
+    for ref in ("Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Fig. 5"):
+        assert f"(paper's {ref})" in text
+    runs = pd.read_csv(out / "tables" / "runs.csv")
+    assert len(runs) == 6 and set(runs["status"]) == {"trained"}
+    models = pd.read_csv(out / "tables" / "models.csv")
+    assert set(models["model"]) == {
+        "resunet_convnext_femto_gc_ff",
+        "resunet_convnext_atto_gc_ff",
+        "resunet_convnext_atto",
+    }
+    t = pd.read_csv(out / "tables" / "exp3_mdice.csv")
+    assert t["network"].tolist()[0].endswith("(teacher)") and not pd.isna(t.loc[1, "mDice after"])
+    devs = text[text.index("## Deviations") : text.index("## Runs")]
+    assert "experiment 3 (exp3) models: resunet_convnext_femto_gc_ff -> resunet_convnext_atto" in devs
+    assert "train.epochs: 1 (paper: 80)" in devs
+    # a distilled run's loss log has L_KD
+    kd_run = next(r for r in res.runs if r.spec.teacher is not None)
+    assert "train/loss_kd" in (kd_run.spec.dir / "logs" / "metrics.csv").read_text()
