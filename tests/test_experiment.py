@@ -138,6 +138,7 @@ def test_config_roles_and_defaults() -> None:
         ({"seeds": []}, "seeds"),
         ({"bench": {"size": [256]}}, "size"),
         ({"distill": {"teacher": "x"}}, "distill.teacher"),
+        ({"train": {"devices": 2}}, "train.devices=2"),
     ],
 )
 def test_config_errors(patch: dict[str, Any], message: str) -> None:

@@ -294,8 +294,13 @@ def experiment_config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
         evaluate=ev,
     )
     _check_model_names(cfg)
-    for role in cfg.models:  # per-role overrides must make a valid run config
-        run_config(cfg, role, seed=cfg.seeds[0])
+    for role in cfg.models:  # per-role overrides must make a valid run config, on one device
+        devices = run_config(cfg, role, seed=cfg.seeds[0]).train.devices
+        if not (devices in (1, "1") or (isinstance(devices, list) and len(devices) == 1)):
+            raise ConfigError(
+                f"models.{role}: train.devices={devices!r}: an experiment trains each run in its own "
+                "process on one device; use 1 (multi-GPU: see docs/evaluation.md)"
+            )
     return cfg
 
 
