@@ -185,3 +185,24 @@ def test_ddp_two_processes_validation_equals_single_process(synth_root: Path, tm
             x, y = val_ds[i]
             metric.update(model(x[None]).argmax(1), y[None])
     assert float(metric.compute()["mdice"]) == pytest.approx(float(ddp_dice), abs=1e-6)
+
+
+@pytest.mark.parametrize("where", ["logits_low", "features"])
+def test_distillation_where_options(synth_root: Path, tmp_path: Path, where: str) -> None:
+    cfg = tiny_config(synth_root, tmp_path / "kd", epochs=1)
+    cfg.train.class_weights = [1.0] * 5
+    cfg.distill = DistillConfig(teacher=str(_teacher_dir(tmp_path, cfg.data.class_names)), where=where)
+    module = DistillerModule(cfg.to_dict())
+    module.log_losses = lambda *a, **k: None  # type: ignore[method-assign]
+    adapters = list(module.adapter.parameters()) if module.adapter is not None else []
+    # atto student and atto+GC+FF teacher share decoder widths: adapters only where channels differ
+    assert (where == "features") == (module.adapter is not None)
+    assert {id(p) for p in adapters} <= {id(p) for p in module.trainable_parameters()}
+    x = torch.randn(2, 3, H, 128)
+    y = torch.randint(0, 5, (2, H, 128))
+    module.train()
+    loss = module.training_step((x, y), 0)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert any(p.grad is not None for p in module.model.parameters())
+    assert all(p.grad is None for p in module.teacher.parameters())
