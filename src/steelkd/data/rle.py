@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = ["SEVERSTAL_SHAPE", "is_empty_rle", "rle_decode", "rle_encode", "rle_r
 SEVERSTAL_SHAPE: tuple[int, int] = (256, 1600)
 
 _MAX_TOKEN = 2**52  # far beyond any image; keeps start + length free of int64 overflow
+_DIGITS = b"0123456789 "
 _INT_TOKEN = re.compile(r"[+-]?\d+")
 # 0, 1, 0, 1, ... : the values np.repeat expands into a mask (grown on demand).
 _ALTERNATING = np.tile(np.array([0, 1], dtype=np.uint8), 4096)
@@ -62,7 +64,7 @@ def _parse(rle: Any) -> np.ndarray:
         raw = rle.encode("ascii")
     except UnicodeEncodeError:
         return _parse_slow(rle)
-    if not raw.translate(None, b"0123456789 "):
+    if raw[:1].isdigit() and not raw.translate(None, _DIGITS):
         return np.fromstring(raw, dtype=np.int64, sep=" ")
     return _parse_slow(rle)
 
@@ -157,28 +159,38 @@ def rle_decode(rle: Any, shape: tuple[int, int] = SEVERSTAL_SHAPE) -> np.ndarray
     """
     h, w = int(shape[0]), int(shape[1])
     n = h * w
-    values = _parse(rle)
+    values = None
+    if type(rle) is str:  # fast path: ASCII digits and spaces only, which np.fromstring parses completely
+        try:
+            raw = rle.encode("ascii")
+        except UnicodeEncodeError:
+            raw = b""
+        if raw[:1].isdigit() and not raw.translate(None, _DIGITS):
+            values = np.fromstring(raw, dtype=np.int64, sep=" ")
+            positive = np.count_nonzero(values) == values.size  # tokens are >= 0 here
+    if values is None:
+        values = _parse(rle)
+        positive = values.size == 0 or int(values.min()) >= 1
     m = values.size
     if m == 0:
         return np.zeros((h, w), dtype=np.uint8, order="F")
-    if m % 2 == 0:
-        # counts = [gap0, len1, gap1, len2, ..., gap_last]; valid input <=> every gap >= 0 and len >= 1.
+    # Tokens in 1..n: starts and lengths >= 1, and no int64 overflow below (np.repeat would crash on
+    # counts whose sum overflows). The other rules (sorted, no overlap, inside the image) all read
+    # "every gap >= 0", which np.repeat checks itself.
+    if m % 2 == 0 and positive and np.maximum.reduce(values) <= n:
+        # counts = [gap0, len1, gap1, len2, ..., gap_last]
+        values[1::2] += values[0::2]  # in place (our own array): 1-based exclusive run ends
         counts = np.empty(m + 1, dtype=np.int64)
-        counts[1::2] = values[1::2]
-        if m > 2:
-            np.subtract(values[2::2], values[0:-2:2], out=counts[2:-1:2])
-            counts[2:-1:2] -= values[1:-1:2]
         counts[0] = values[0] - 1
-        counts[-1] = n + 1 - values[-2] - values[-1]
-        # every token <= n rules out int64 overflow above; lengths >= 1 is the one rule repeat can't see
-        if values[1::2].min() >= 1 and values.max() <= n:
-            alt = _ALTERNATING
-            if m + 1 > alt.size:
-                alt = np.tile(np.array([0, 1], dtype=np.uint8), m // 2 + 1)
-            try:  # a negative gap (start < 1, unsorted or overlapping runs, run past the end) raises here
-                return np.repeat(alt[: m + 1], counts).reshape((h, w), order="F")
-            except ValueError:
-                pass
+        np.subtract(values[1:], values[:-1], out=counts[1:-1])
+        counts[-1] = n + 1 - values[-1]
+        alt = _ALTERNATING
+        if m + 1 > alt.size:
+            alt = np.tile(np.array([0, 1], dtype=np.uint8), m // 2 + 1)
+        try:  # a negative gap raises here
+            return np.repeat(alt[: m + 1], counts).reshape((h, w), order="F")
+        except ValueError:
+            values[1::2] -= values[0::2]  # back to lengths for the error message
     _explain(values, n, (h, w))
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -190,7 +202,7 @@ def _format_runs(bounds: np.ndarray) -> str:
     out = bounds.copy()
     out[1::2] -= bounds[0::2]
     out[0::2] += 1
-    return ("%d " * out.size % tuple(out.tolist()))[:-1]
+    return (b"%d " * out.size % tuple(out.tolist()))[:-1].decode("ascii")
 
 
 def _bounds_flat(flat: np.ndarray) -> np.ndarray:
@@ -223,6 +235,21 @@ def _bounds_flat(flat: np.ndarray) -> np.ndarray:
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
+@functools.lru_cache(maxsize=8)
+def _word_positions(h: int, w8: int) -> np.ndarray:
+    """Column-major index of the first pixel of each word of rows 1..h-1 (word k: row k // w8 + 1,
+    columns 8 (k % w8) ... 8 (k % w8) + 7)."""
+    k = np.arange((h - 1) * w8, dtype=np.int64)
+    r, cw = np.divmod(k, w8)
+    return cw * (8 * h) + r + 1
+
+
+@functools.lru_cache(maxsize=8)
+def _byte_offsets(h: int, n: int = 8) -> np.ndarray:
+    """``[0, h, 2h, ..., (n-1)h]``: column-major index of the top pixel of columns 0..n-1."""
+    return np.arange(n, dtype=np.int64) * h
+
+
 def _bounds_c(m: np.ndarray) -> np.ndarray:
     """Run boundaries (column-major pixel indices) of a C-contiguous 0/1 byte mask, without a transpose.
 
@@ -239,24 +266,23 @@ def _bounds_c(m: np.ndarray) -> np.ndarray:
             words = m.view(np.uint64).reshape(-1)
             k = np.flatnonzero(words[w8:] != words[:-w8])
             if k.size:
-                below = words[k + w8].view(np.uint8).reshape(-1, 8)
-                above = words[k].view(np.uint8).reshape(-1, 8)
-                kk, j = np.nonzero((below != 0) != (above != 0))
-                k = k[kk]
-                rows = k // w8 + 1
-                cols = (k % w8) * 8 + j
-                parts.append(cols * h + rows)
+                below = words[w8:][k].view(np.uint8)
+                above = words[k].view(np.uint8)
+                idx = np.flatnonzero((below != 0) != (above != 0))  # byte 8 k + j: column 8 cw + j
+                pos = _word_positions(h, w8)[k][:, None] + _byte_offsets(h)  # (K, 8) column-major indices
+                parts.append(pos.reshape(-1)[idx])
         else:
             k = np.flatnonzero(m[1:] != m[:-1])
             parts.append((k % w) * h + k // w + 1)
-    if w > 1:
-        cb = np.flatnonzero((m[0, 1:] != 0) != (m[-1, :-1] != 0)) + 1
-        parts.append(cb * h)
+    if w > 1:  # bottom of column c-1 -> top of column c
+        cb = np.flatnonzero((m[0, 1:] != 0) != (m[-1, :-1] != 0))
+        if cb.size:
+            parts.append(_byte_offsets(h, w)[cb + 1])
     if m[-1, -1]:
         parts.append(np.full(1, h * w, dtype=np.int64))
     if not parts:
         return np.empty(0, dtype=np.int64)
-    b = np.concatenate(parts)
+    b = np.concatenate(parts) if len(parts) > 1 else parts[0]  # a fresh array either way
     b.sort()
     return b
 

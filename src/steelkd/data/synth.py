@@ -71,12 +71,12 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 def _draw_pitting(rng: np.random.Generator, canvas: np.ndarray, s: float) -> None:
     h, w = canvas.shape
-    for _ in range(int(rng.integers(1, 4))):
+    for _ in range(int(rng.integers(2, 6))):
         radius = max(8.0, (15.0 + 25.0 * rng.random()) * s)
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
-        for _ in range(int(rng.integers(6, 18))):
+        for _ in range(int(rng.integers(8, 20))):
             a, d = rng.uniform(0, 2 * math.pi), radius * math.sqrt(rng.random())
-            r = max(2, round((2.0 + 3.0 * rng.random()) * s))
+            r = max(2, round((3.0 + 3.0 * rng.random()) * s))
             cv2.circle(canvas, (round(cx + d * math.cos(a)), round(cy + d * math.sin(a))), r, 1, -1)
 
 
@@ -93,11 +93,11 @@ def _walk(
 
 def _draw_cracks(rng: np.random.Generator, canvas: np.ndarray, s: float) -> None:
     h, w = canvas.shape
-    thick = max(3, round(3 * s))
-    step = max(5.0, 10.0 * s)
-    for _ in range(int(rng.integers(1, 3))):
+    thick = max(3, round(5 * s))
+    step = max(5.0, 12.0 * s)
+    for _ in range(int(rng.integers(2, 5))):
         theta = rng.uniform(0, 2 * math.pi)
-        pts = _walk(rng, rng.uniform(0, w), rng.uniform(0, h), theta, int(rng.integers(12, 30)), step)
+        pts = _walk(rng, rng.uniform(0, w), rng.uniform(0, h), theta, int(rng.integers(15, 35)), step)
         lines = [pts]
         for _ in range(int(rng.integers(2, 5))):
             bx, by = pts[int(rng.integers(1, len(pts)))]
@@ -111,7 +111,7 @@ def _draw_cracks(rng: np.random.Generator, canvas: np.ndarray, s: float) -> None
 
 def _draw_scratches(rng: np.random.Generator, canvas: np.ndarray, s: float) -> None:
     h, w = canvas.shape
-    thick = max(3, round(4 * s))
+    thick = max(3, round(6 * s))
     for _ in range(int(rng.integers(1, 4))):
         length = rng.uniform(0.25, 0.8) * w
         theta = math.radians(rng.uniform(-20.0, 20.0)) + (math.pi if rng.random() < 0.5 else 0.0)
