@@ -205,3 +205,41 @@ def test_non_string_and_bad_mask_shapes() -> None:
     with pytest.raises(ValueError, match="2-D"):
         rle_encode(np.zeros((2, 2, 2)))
     assert rle_decode("11 2", (3, 4)).sum() == 2  # ends exactly on the last pixel: valid
+
+
+def naive_decode(tokens: list[int], shape: tuple[int, int]) -> np.ndarray | None:
+    """Reference: None for an invalid token list, else the mask, one pixel at a time."""
+    n = shape[0] * shape[1]
+    if len(tokens) % 2:
+        return None
+    flat = [0] * n
+    last_end = 1
+    for s, length in zip(tokens[0::2], tokens[1::2], strict=True):
+        if s < 1 or length < 1 or s < last_end or s + length - 1 > n:
+            return None
+        for p in range(s - 1, s - 1 + length):
+            flat[p] = 1
+        last_end = s + length
+    return np.array(flat, dtype=np.uint8).reshape(shape[1], shape[0]).T
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.one_of(st.integers(-3, 40), st.sampled_from([0, 2**40, 2**63 - 1])), max_size=10),
+    st.integers(1, 6),
+    st.integers(1, 6),
+    st.sampled_from([" ", "  ", "\t"]),
+)
+def test_decode_matches_reference_or_raises(tokens: list[int], h: int, w: int, sep: str) -> None:
+    """Valid token lists decode like the pixel-by-pixel reference; invalid ones raise ValueError."""
+    text = sep.join(map(str, tokens))
+    expected = naive_decode(tokens, (h, w))
+    if expected is None:
+        with pytest.raises(ValueError, match="RLE"):
+            rle_decode(text, (h, w))
+        with pytest.raises(ValueError, match="RLE"):
+            rle_runs(text, (h, w))
+    else:
+        np.testing.assert_array_equal(rle_decode(text, (h, w)), expected)
+        _, lengths = rle_runs(text, (h, w))
+        assert int(lengths.sum()) == int(expected.sum())
