@@ -130,9 +130,13 @@ class _Kill(L.Callback):
 
 
 def test_resume_after_kill_matches_uninterrupted_run(synth_root: Path, tmp_path: Path) -> None:
-    full = tiny_config(synth_root, tmp_path / "full", epochs=3, scheduler="cosine", deterministic=True)
+    full = tiny_config(
+        synth_root, tmp_path / "full", epochs=3, scheduler="cosine", deterministic=True, val_every=3
+    )
     fit(full, progress=False)
-    part = tiny_config(synth_root, tmp_path / "part", epochs=3, scheduler="cosine", deterministic=True)
+    part = tiny_config(
+        synth_root, tmp_path / "part", epochs=3, scheduler="cosine", deterministic=True, val_every=3
+    )
     with pytest.raises(RuntimeError, match="killed"):
         fit(part, progress=False, callbacks=[_Kill(at_epoch=2)])
     fit(part, progress=False, resume="last")

@@ -161,11 +161,19 @@ def build_trainer(
         filename="best",
         monitor="val/mdice",
         mode="max",
-        save_last=True,
         save_top_k=1,
         auto_insert_metric_name=False,
     )
-    callbacks = [ckpt, *(callbacks or [])]
+    # last.ckpt after every training epoch, validated or not, so a stop never loses more than one epoch
+    last = ModelCheckpoint(
+        dirpath=str(out / "checkpoints"),
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    callbacks = [ckpt, last, *(callbacks or [])]
     if progress:
         try:
             callbacks.append(RichProgressBar())
