@@ -224,7 +224,7 @@ def test_encoder_weights_mismatch_names_the_key(tmp_path) -> None:
     save_file({k: v.contiguous() for k, v in femto.state_dict().items()}, str(path2))
     with pytest.raises(
         ValueError,
-        match=r"shape mismatch for \d+ keys \(e\.g\. stem_0\.weight \(48, 3, 4, 4\) != \(40, 3, 4, 4\)",
+        match=r"\d+ shape mismatches \(first: stem_0\.weight \(48, 3, 4, 4\) != \(40, 3, 4, 4\)",
     ):
         create_model("resunet_convnext_atto", encoder_weights=path2)
     with pytest.raises(FileNotFoundError, match=r"missing\.safetensors"):

@@ -27,6 +27,7 @@ from torch import nn
 from steelkd.data.transforms import MEAN, STD
 from steelkd.io import atomic_path, atomic_write_text
 from steelkd.models import create_model
+from steelkd.models.weights import state_mismatch
 
 CARD_FORMAT = "steelkd-model/1"
 WEIGHTS_NAME = "model.safetensors"
@@ -100,21 +101,7 @@ def _resolve(path: Path) -> tuple[Path, Path]:
 
 def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load ``state`` into ``model`` strictly; a mismatch raises ValueError naming the bad keys."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
-        for k in own
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} keys (first: {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} keys (first: {', '.join(unexpected[:3])})")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatches (first: {'; '.join(shapes[:3])})")
+    problems = state_mismatch(model.state_dict(), state)
     if problems:
         raise ValueError(
             f"{source}: weights do not fit {getattr(model, 'name', type(model).__name__)}: "

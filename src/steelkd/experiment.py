@@ -47,6 +47,7 @@ from steelkd.config import (
     TrainConfig,
     apply_overrides,
     config_from_dict,
+    read_yaml_mapping,
 )
 from steelkd.evaluate import (
     benchmark_models,
@@ -324,14 +325,7 @@ def load_experiment_config(path: str | Path, overrides: Sequence[str] = ()) -> E
         ...                              ["data.root=/data/severstal"])  # doctest: +SKIP
     """
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: experiment config not found")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping at the top level")
+    data = read_yaml_mapping(p, "experiment config")
     try:
         data = apply_overrides(data, list(overrides))
         return experiment_config_from_dict(data)

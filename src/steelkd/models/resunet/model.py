@@ -13,6 +13,7 @@ from torch import nn
 
 from steelkd.models.registry import SegmentationModel, register
 from steelkd.models.resunet.decoder import ResUnetDecoder
+from steelkd.models.weights import state_mismatch
 
 #: The paper's FF width (fits the published parameter counts, see docs/models.md); capped by the
 #: encoder's deepest width for the small ConvNeXt variants.
@@ -179,19 +180,7 @@ def load_encoder_state(encoder: nn.Module, path: str | Path) -> None:
             continue  # classification head: not part of the feature extractor
         else:
             unexpected.append(key)
-    missing = [k for k in own if k not in mapped]
-    shapes = [  # in the encoder's own order, so the first named keys are the first layers
-        f"{k} {tuple(mapped[k].shape)} != {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in mapped and mapped[k].shape != v.shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} keys (e.g. {', '.join(unexpected[:3])})")
-    if shapes:
-        problems.append(f"shape mismatch for {len(shapes)} keys (e.g. {'; '.join(shapes[:3])})")
+    problems = state_mismatch(own, mapped, unexpected)
     if problems:
         raise ValueError(
             f"{path}: encoder weights do not fit {type(encoder).__name__}: {'; '.join(problems)}"
