@@ -141,10 +141,10 @@ _DRAW = {1: _draw_pitting, 2: _draw_cracks, 3: _draw_scratches, 4: _draw_patches
 
 def _paint(rng: np.random.Generator, img: np.ndarray, m: np.ndarray, cls: int) -> None:
     """Change the image where ``m`` is set, in the style of class ``cls`` (in place)."""
-    if cls == 1:
-        img[m] = img[m] * 0.45 + rng.uniform(0.0, 8.0)
-    elif cls == 2:
-        img[m] = img[m] * 0.35 + rng.uniform(0.0, 8.0)
+    if cls == 1:  # near-black pits
+        img[m] = img[m] * 0.22 + rng.uniform(0.0, 6.0)
+    elif cls == 2:  # mid-dark cracks: clearly lighter than pits, clearly darker than the steel
+        img[m] = img[m] * 0.58 + rng.uniform(0.0, 6.0)
     elif cls == 3:
         img[m] = np.minimum(img[m] + 75.0 + rng.uniform(0.0, 20.0), 250.0)
     else:
