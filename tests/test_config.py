@@ -40,3 +40,26 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, overrides: list[str
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_cli_trainer_flags_map_onto_train_fields() -> None:
+    from steelkd.cli.train import _overrides, _train_flags
+
+    flags = _train_flags(
+        out="runs/x", epochs=3, precision=None, devices="2", accelerator=None, strategy="ddp", num_nodes=None
+    )
+    sets = _overrides(["train.lr=1e-3"], **flags)
+    assert sets == [
+        "train.out_dir=runs/x",
+        "train.epochs=3",
+        "train.devices=2",
+        "train.strategy=ddp",
+        "train.lr=1e-3",
+    ]
+    cfg = load_config(None, sets)
+    assert (cfg.train.out_dir, cfg.train.epochs, cfg.train.devices, cfg.train.strategy) == (
+        "runs/x",
+        3,
+        2,
+        "ddp",
+    )

@@ -12,9 +12,26 @@ ConfigOpt = typer.Option(..., "--config", "-c", help="YAML config (configs/*.yam
 SetOpt = typer.Option(None, "--set", help="Override any field: section.field=value (YAML value). Repeatable.")
 
 
+# The Trainer flags shared by `train` and `distill`, each overriding one train.* field.
+OutOpt = typer.Option(None, help="Output directory (train.out_dir).")
+EpochsOpt = typer.Option(None, help="train.epochs")
+PrecisionOpt = typer.Option(None, help="train.precision: 32, bf16-mixed, 16-mixed")
+DevicesOpt = typer.Option(None, help="train.devices, e.g. 1, 2 or auto")
+AcceleratorOpt = typer.Option(None, help="train.accelerator: cpu, gpu, auto")
+StrategyOpt = typer.Option(None, help="train.strategy, e.g. ddp")
+NumNodesOpt = typer.Option(None, "--num-nodes", help="train.num_nodes")
+ResumeOpt = typer.Option(None, help="Checkpoint to resume from, or 'last'.")
+
+
 def _overrides(sets: list[str] | None, **flags: object) -> list[str]:
+    """``section.field=value`` strings for the flags given (``None`` = not given), then the ``--set`` ones."""
     out = [f"{k}={v}" for k, v in flags.items() if v is not None]
     return out + list(sets or [])
+
+
+def _train_flags(**values: object) -> dict[str, object]:
+    """Map the shared Trainer flags (out, epochs, ...) onto their ``train.*`` fields."""
+    return {f"train.{'out_dir' if k == 'out' else k}": v for k, v in values.items()}
 
 
 def _run(config: Path, sets: list[str], resume: str | None, distill: bool) -> None:
@@ -46,26 +63,26 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def train(
         config: Path = ConfigOpt,
-        out: str = typer.Option(None, help="Output directory (train.out_dir)."),
-        epochs: int = typer.Option(None, help="train.epochs"),
-        precision: str = typer.Option(None, help="train.precision: 32, bf16-mixed, 16-mixed"),
-        devices: str = typer.Option(None, help="train.devices, e.g. 1, 2 or auto"),
-        accelerator: str = typer.Option(None, help="train.accelerator: cpu, gpu, auto"),
-        strategy: str = typer.Option(None, help="train.strategy, e.g. ddp"),
-        num_nodes: int = typer.Option(None, "--num-nodes", help="train.num_nodes"),
-        resume: str = typer.Option(None, help="Checkpoint to resume from, or 'last'."),
+        out: str = OutOpt,
+        epochs: int = EpochsOpt,
+        precision: str = PrecisionOpt,
+        devices: str = DevicesOpt,
+        accelerator: str = AcceleratorOpt,
+        strategy: str = StrategyOpt,
+        num_nodes: int = NumNodesOpt,
+        resume: str = ResumeOpt,
         sets: list[str] = SetOpt,
     ) -> None:
         """Train a segmentation model (teacher or baseline student) with weighted cross-entropy."""
-        flags = {
-            "train.out_dir": out,
-            "train.epochs": epochs,
-            "train.precision": precision,
-            "train.devices": devices,
-            "train.accelerator": accelerator,
-            "train.strategy": strategy,
-            "train.num_nodes": num_nodes,
-        }
+        flags = _train_flags(
+            out=out,
+            epochs=epochs,
+            precision=precision,
+            devices=devices,
+            accelerator=accelerator,
+            strategy=strategy,
+            num_nodes=num_nodes,
+        )
         _run(config, _overrides(sets, **flags), resume, distill=False)
 
     @app.command()
@@ -75,14 +92,14 @@ def register(app: typer.Typer) -> None:
         tau: float = typer.Option(None, help="distill.tau"),
         loss_weight: float = typer.Option(None, "--loss-weight", help="distill.loss_weight (λ)"),
         where: str = typer.Option(None, help="distill.where: logits, logits_low or features"),
-        out: str = typer.Option(None, help="Output directory (train.out_dir)."),
-        epochs: int = typer.Option(None, help="train.epochs"),
-        precision: str = typer.Option(None, help="train.precision"),
-        devices: str = typer.Option(None, help="train.devices"),
-        accelerator: str = typer.Option(None, help="train.accelerator"),
-        strategy: str = typer.Option(None, help="train.strategy"),
-        num_nodes: int = typer.Option(None, "--num-nodes", help="train.num_nodes"),
-        resume: str = typer.Option(None, help="Checkpoint to resume from, or 'last'."),
+        out: str = OutOpt,
+        epochs: int = EpochsOpt,
+        precision: str = PrecisionOpt,
+        devices: str = DevicesOpt,
+        accelerator: str = AcceleratorOpt,
+        strategy: str = StrategyOpt,
+        num_nodes: int = NumNodesOpt,
+        resume: str = ResumeOpt,
         sets: list[str] = SetOpt,
     ) -> None:
         """Distil a trained teacher into a student: L = L_wCE + λ·L_CWD; only the student learns."""
@@ -91,12 +108,14 @@ def register(app: typer.Typer) -> None:
             "distill.tau": tau,
             "distill.loss_weight": loss_weight,
             "distill.where": where,
-            "train.out_dir": out,
-            "train.epochs": epochs,
-            "train.precision": precision,
-            "train.devices": devices,
-            "train.accelerator": accelerator,
-            "train.strategy": strategy,
-            "train.num_nodes": num_nodes,
+            **_train_flags(
+                out=out,
+                epochs=epochs,
+                precision=precision,
+                devices=devices,
+                accelerator=accelerator,
+                strategy=strategy,
+                num_nodes=num_nodes,
+            ),
         }
         _run(config, _overrides(sets, **flags), resume, distill=True)
