@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from deploy_helpers import CLASS_NAMES, tiny_model_dir, write_images
 from steelkd.cli import app
-from steelkd.cli.deploy import EXIT_SOME_FAILED
+from steelkd.cli.predict import EXIT_SOME_FAILED
 from steelkd.predict import CARD_METADATA_KEY
 
 runner = CliRunner()

@@ -26,3 +26,7 @@ def user_errors() -> Iterator[None]:
         err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
         sys.stdout.flush()
         raise typer.Exit(code=1) from None
+
+
+#: The ``--set section.field=value`` option shared by every command that reads a config.
+SetOpt = typer.Option(None, "--set", help="Override any field: section.field=value (YAML value). Repeatable.")

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import typer
 
-from steelkd.cli._common import console, user_errors
+from steelkd.cli._common import SetOpt, console, user_errors
 
 ConfigOpt = typer.Option(..., "--config", "-c", help="YAML config (configs/*.yaml).", exists=False)
-SetOpt = typer.Option(None, "--set", help="Override any field: section.field=value (YAML value). Repeatable.")
 
 
 # The Trainer flags shared by `train` and `distill`, each overriding one train.* field.

@@ -1,4 +1,4 @@
-"""``steelkd predict`` and ``steelkd export``: batch inference and ONNX export.
+"""``steelkd predict``: batch inference to masks, overlays and a Kaggle submission.
 
 Exit codes of ``predict``: 0 = every image written; 1 = bad input (no model, no matching files, a bad
 option: one ``error:`` line); 2 = some images could not be read (each named on stderr) while the others
@@ -7,7 +7,6 @@ were written.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -41,17 +40,8 @@ def _parse_min_area(text: str | None) -> float | list[float] | None:
     return values[0] if len(values) == 1 else values
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    parts = text.lower().replace(",", "x").split("x")
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"--sample-size: expected HxW, e.g. 256x256, got {text!r}") from None
-    return h, w
-
-
 def register(app: typer.Typer) -> None:
-    """Add ``predict`` and ``export``."""
+    """Add ``predict``."""
 
     @app.command()
     def predict(
@@ -117,43 +107,3 @@ def register(app: typer.Typer) -> None:
             err_console.print(f"[bold red]error:[/] {len(report.failures)} of {len(files)} image(s) failed: "
                               f"{failed}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=EXIT_SOME_FAILED)
-
-    @app.command()
-    def export(
-        model: Path = typer.Option(..., "--model", "-m", help="Model directory, .safetensors or .ckpt."),
-        out: Path = typer.Option(..., "--out", "-o", help="Output .onnx file."),
-        opset: int = typer.Option(17, help="ONNX opset."),
-        sample_size: str = typer.Option("256x256", "--sample-size", help="HxW of the tracing input."),
-        check: bool = typer.Option(
-            False, "--check", help="Compare onnxruntime with PyTorch on a random batch of another size."),
-        atol: float = typer.Option(1e-3, help="With --check: exit 1 if the max difference exceeds this."),
-    ) -> None:
-        """Export a model to ONNX (dynamic batch, height, width) with its model card as metadata."""
-        import torch
-
-        from steelkd.checkpoint import load_model
-        from steelkd.export import check_onnx, to_onnx
-        from steelkd.predict import CARD_METADATA_KEY
-
-        with user_errors():
-            if not model.exists():
-                raise FileNotFoundError(f"{model}: model not found")
-            if out.suffix.lower() != ".onnx":
-                raise ValueError(f"--out: expected a .onnx file name, got {out}")
-            size = _parse_size(sample_size)
-            net, card = load_model(model)
-            path = to_onnx(net, out, opset=opset, sample_size=size,
-                           metadata={CARD_METADATA_KEY: json.dumps(card, default=str)})
-            classes = ", ".join(card.get("class_names", []))
-            console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opset {opset}, "
-                          f"{card.get('architecture', '?')}, classes: {classes})",
-                          highlight=False, soft_wrap=True)
-            if check:
-                h, w = size[0] + 64, size[1] + 96  # a size other than the traced one: proves dynamic axes
-                gen = torch.Generator().manual_seed(0)
-                diff = check_onnx(net, path, torch.randn(2, 3, h, w, generator=gen))
-                console.print(f"check: max |onnxruntime - torch| = {diff:.3g} on a 2x3x{h}x{w} batch",
-                              highlight=False)
-                if not diff <= atol:
-                    raise ValueError(f"{path}: onnxruntime differs from PyTorch by {diff:.3g} "
-                                     f"(> --atol {atol})")

@@ -1,0 +1,96 @@
+"""``steelkd evaluate``: score a trained model on the val/test split at full resolution."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from steelkd.cli._common import SetOpt, console, err_console, user_errors
+
+
+def _num(v: Any, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.{digits}f}"
+
+
+def _eval_table(res: dict[str, Any], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("class")
+    table.add_column("Dice", justify="right")
+    table.add_column("IoU", justify="right")
+    table.add_column("Kaggle Dice", justify="right")
+    kaggle = res.get("kaggle_dice_per_class", {})
+    for cls, dice in res["dice"].items():
+        table.add_row(cls, _num(dice), _num(res["iou"].get(cls)), _num(kaggle.get(cls)))
+    table.add_section()
+    table.add_row("[bold]mean (defects)[/]", _num(res["mdice"]), _num(res["miou"]), _num(res["kaggle_dice"]))
+    table.add_row("mean incl. background", "", _num(res["miou_bg"]), "")
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``evaluate``."""
+
+    @app.command()
+    def evaluate(
+        model: Path = typer.Option(
+            ..., "--model", "-m", help="Trained model (directory, .safetensors or .ckpt)."
+        ),
+        config: Path = typer.Option(None, "--config", "-c", help="YAML config whose data section to use."),
+        data_root: Path = typer.Option(None, "--data-root", help="Data set root (instead of --config)."),
+        kind: str = typer.Option("severstal", "--kind", help="With --data-root: severstal, folder or synth."),
+        batch_size: int = typer.Option(1, "--batch-size", help="Images per forward pass (equal sizes only)."),
+        device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
+        precision: str = typer.Option("32", help="32, bf16-mixed or 16-mixed."),
+        num_workers: int = typer.Option(0, "--num-workers", help="Image-reading worker processes."),
+        out: Path = typer.Option(
+            None, "--out", "-o", help="JSON file [default: eval.json beside the model]."
+        ),
+        sets: list[str] = SetOpt,
+    ) -> None:
+        """Score a model on the val/test split at full resolution: Dice, IoU, mDice, mIoU, Kaggle Dice."""
+        from steelkd.checkpoint import load_model
+        from steelkd.config import apply_overrides, config_from_dict, load_config
+        from steelkd.data import build_datasets
+        from steelkd.evaluate import evaluate_model, save_metrics_json
+
+        with user_errors():
+            if (config is None) == (data_root is None):
+                raise ValueError("give the data either as --config YAML or as --data-root DIR (with --kind)")
+            net, card = load_model(model)
+            if config is not None:
+                cfg = load_config(config, list(sets or []))
+            else:
+                if not data_root.exists():
+                    raise FileNotFoundError(f"{data_root}: data root not found")
+                base = {"data": {"kind": kind, "root": str(data_root), "class_names": card["class_names"]}}
+                cfg = config_from_dict(apply_overrides(base, list(sets or [])))
+            _, val = build_datasets(cfg.data)
+            if list(card.get("class_names", [])) not in ([], list(val.class_names)):
+                err_console.print(
+                    f"warning: model classes {card['class_names']} != data classes {list(val.class_names)}",
+                    highlight=False,
+                )
+            res = evaluate_model(
+                net, val, batch_size=batch_size, device=device, precision=precision, num_workers=num_workers
+            )
+            res["model"] = str(model)
+            res["architecture"] = card.get("architecture")
+            res["data"] = {"kind": cfg.data.kind, "root": cfg.data.root}
+            target = (
+                out
+                if out is not None
+                else (model / "eval.json" if model.is_dir() else model.with_suffix(".eval.json"))
+            )
+            save_metrics_json(res, target)
+        console.print(
+            _eval_table(
+                res, f"{model} on {res['num_images']} images ({res['device']}, {res['seconds']:.1f} s)"
+            )
+        )
+        console.print(f"metrics written to {target}")
