@@ -73,9 +73,9 @@ def _metrics_digest(metrics_csv: Path) -> str:
     return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _files_digest(folder: Path) -> str:
+def _files_digest(path: Path) -> str:
     h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
+    for p in [path] if path.is_file() else sorted(path.rglob("*")):
         if p.is_file():
             h.update(p.name.encode())
             h.update(p.read_bytes())

@@ -20,11 +20,12 @@ from steelkd.data import (
     SeverstalDataset,
     build_datasets,
     class_pixel_counts,
-    normalize_image,
+    normalize,
 )
 from steelkd.data.folder import pair_files
+from steelkd.data.image import denormalize
 from steelkd.data.synth import generate
-from steelkd.data.transforms import build_train_transform, denormalize_image
+from steelkd.data.transforms import build_train_transform
 
 H, W = 64, 256
 
@@ -49,14 +50,14 @@ def _coded_folder(root: Path, split: str, n: int = 2, h: int = 40, w: int = 60) 
 
 def test_normalize_image_matches_imagenet_stats() -> None:
     img = np.random.default_rng(0).integers(0, 256, (5, 7, 3)).astype(np.uint8)
-    x = normalize_image(img)
+    x = torch.from_numpy(normalize(img))
     assert x.dtype == torch.float32 and x.shape == (3, 5, 7)
     ref = (img.astype(np.float64) / 255 - np.array(MEAN)) / np.array(STD)
     np.testing.assert_allclose(x.numpy().transpose(1, 2, 0), ref, atol=1e-5)
-    np.testing.assert_array_equal(denormalize_image(x), img)
-    assert normalize_image(img[..., 0]).shape == (3, 5, 7)
+    np.testing.assert_array_equal(denormalize(x), img)
+    assert normalize(img[..., 0]).shape == (3, 5, 7)
     with pytest.raises(ValueError, match="H x W x 3"):
-        normalize_image(np.zeros((2, 2, 4), np.uint8))
+        normalize(np.zeros((2, 2, 4), np.uint8))
 
 
 @pytest.mark.parametrize(("hflip", "vflip"), [(1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.0, 0.0)])
@@ -68,7 +69,7 @@ def test_crop_and_flips_move_image_and_mask_together(tmp_path: Path, hflip: floa
         for _ in range(3):
             x, y = ds[i]
             assert x.shape == (3, 24, 32) and y.shape == (24, 32) and y.dtype == torch.int64
-            img = denormalize_image(x).astype(int)
+            img = denormalize(x).astype(int)
             np.testing.assert_array_equal(img[..., 2], y.numpy() * 40)  # label channel still matches
             rows, cols = img[..., 0] // 3, img[..., 1] // 4
             # the crop is a window of the original, flipped as asked
@@ -87,7 +88,7 @@ def test_crop_pads_small_images_with_background(tmp_path: Path) -> None:
     t = build_train_transform(crop=[32, 48], hflip=0, vflip=0, brightness_contrast=0)
     x, y = FolderDataset(tmp_path, "training", ["bg", "a", "b", "c"], transform=t)[0]
     assert x.shape == (3, 32, 48) and y.shape == (32, 48)
-    img = denormalize_image(x)
+    img = denormalize(x)
     np.testing.assert_array_equal(img[..., 2].astype(int), y.numpy() * 40)
     full = FolderDataset(tmp_path, "training", ["bg", "a", "b", "c"]).read_mask(0)
     assert (
@@ -107,7 +108,7 @@ def test_brightness_contrast_changes_image_not_mask(tmp_path: Path) -> None:
     for _ in range(5):
         x, y = ds[0]
         np.testing.assert_array_equal(y.numpy(), ds.read_mask(0))
-        changed |= not torch.allclose(x, normalize_image(ds.read_image(0)))
+        changed |= not torch.allclose(x, torch.from_numpy(normalize(ds.read_image(0))))
     assert changed
     assert build_train_transform(crop=[], hflip=0, vflip=0, brightness_contrast=0) is None
     with pytest.raises(ValueError, match="crop must be"):
@@ -128,7 +129,7 @@ def test_build_datasets_severstal_layout(synth_root: Path) -> None:
     assert x.shape == (3, 32, 64) and y.shape == (32, 64)
     xv, yv = val[0]  # full size, no augmentation
     assert xv.shape == (3, H, W)
-    assert torch.equal(xv, normalize_image(val.read_image(0)))
+    assert torch.equal(xv, torch.from_numpy(normalize(val.read_image(0))))
     np.testing.assert_array_equal(yv.numpy(), val.read_mask(0))
     assert val.read_image(0).shape == (H, W, 3) and val.read_mask(0).dtype == np.uint8
     assert train.class_names == cfg.class_names
@@ -260,7 +261,7 @@ def test_real_severstal_images_read_as_rgb() -> None:
     d = require_shared("severstal", "train_images")
     img = cv2.imread(str(d / "000a4bcdd.jpg"))
     assert img is not None
-    from steelkd.data.dataset import read_rgb
+    from steelkd.data.image import read_image
 
-    rgb = read_rgb(d / "000a4bcdd.jpg")
+    rgb = read_image(d / "000a4bcdd.jpg")
     assert rgb.shape == (256, 1600, 3) and rgb.dtype == np.uint8

@@ -1,4 +1,4 @@
-"""Data layer: RLE codec, Severstal and folder datasets, synthetic data, augmentations.
+"""Data layer: images, RLE codec, Severstal and folder datasets, batching, synthetic data, augmentations.
 
 Example:
     >>> from steelkd.config import DataConfig
@@ -8,23 +8,30 @@ Example:
 
 from __future__ import annotations
 
-from steelkd.data.datamodule import build_datasets, class_pixel_counts, split_path
-from steelkd.data.dataset import SegDataset, read_rgb
+from steelkd.data.batching import EqualSizeBatchSampler, SizeBatcher, equal_size_batches
+from steelkd.data.build import build_datasets, class_pixel_counts, split_path
+from steelkd.data.dataset import SegDataset
 from steelkd.data.folder import FolderDataset
+from steelkd.data.image import IMAGE_EXTENSIONS, MEAN, STD, denormalize, image_size, normalize, read_image
 from steelkd.data.rle import rle_decode, rle_encode
 from steelkd.data.severstal import SeverstalDataset, read_train_csv
-from steelkd.data.transforms import MEAN, STD, normalize_image
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "MEAN",
     "STD",
+    "EqualSizeBatchSampler",
     "FolderDataset",
     "SegDataset",
     "SeverstalDataset",
+    "SizeBatcher",
     "build_datasets",
     "class_pixel_counts",
-    "normalize_image",
-    "read_rgb",
+    "denormalize",
+    "equal_size_batches",
+    "image_size",
+    "normalize",
+    "read_image",
     "read_train_csv",
     "rle_decode",
     "rle_encode",

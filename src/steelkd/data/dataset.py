@@ -1,4 +1,4 @@
-"""The dataset base class shared by the Severstal and folder layouts, and image reading."""
+"""The dataset base class shared by the Severstal and folder layouts."""
 
 from __future__ import annotations
 
@@ -6,47 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import albumentations as A
-import cv2
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from steelkd.data.transforms import normalize_image
+from steelkd.data.image import image_size, normalize, read_image
 
-__all__ = ["SegDataset", "image_size", "read_rgb"]
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB ``uint8`` ``H x W x 3`` (grayscale is replicated to three channels).
-
-    Raises:
-        FileNotFoundError: if the file is missing or cannot be decoded as an image.
-
-    Example:
-        >>> read_rgb("train_images/0002cc93b.jpg").shape  # doctest: +SKIP
-        (256, 1600, 3)
-    """
-    p = Path(path)
-    img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-    if img is None:
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: image file not found")
-        raise FileNotFoundError(f"{p}: not a readable image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """``(height, width)`` of an image file, read from its header only."""
-    p = Path(path)
-    try:
-        with Image.open(p) as im:
-            w, h = im.size
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{p}: image file not found") from None
-    except OSError as exc:
-        raise FileNotFoundError(f"{p}: not a readable image ({exc})") from None
-    return int(h), int(w)
+__all__ = ["SegDataset"]
 
 
 class SegDataset(Dataset):
@@ -87,7 +53,7 @@ class SegDataset(Dataset):
 
     def read_image(self, i: int) -> np.ndarray:
         """Raw image ``i``: RGB ``uint8`` ``H x W x 3``, full size, no augmentation."""
-        img = read_rgb(self.image_path(i))
+        img = read_image(self.image_path(i))
         self._sizes[i] = (int(img.shape[0]), int(img.shape[1]))
         return img
 
@@ -115,4 +81,4 @@ class SegDataset(Dataset):
         if self.transform is not None:
             out: dict[str, Any] = self.transform(image=image, mask=np.ascontiguousarray(mask))
             image, mask = out["image"], out["mask"]
-        return normalize_image(image), torch.from_numpy(np.asarray(mask).astype(np.int64))
+        return torch.from_numpy(normalize(image)), torch.from_numpy(np.asarray(mask).astype(np.int64))

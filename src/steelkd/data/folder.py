@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from steelkd.data.dataset import SegDataset
-from steelkd.data.severstal import IMAGE_EXTENSIONS
+from steelkd.data.image import IMAGE_EXTENSIONS
 
 __all__ = ["FolderDataset", "folder_stats", "pair_files", "read_label_png"]
 

@@ -27,12 +27,12 @@ import albumentations as A
 import numpy as np
 import pandas as pd
 
-from steelkd.data.dataset import SegDataset, image_size
+from steelkd.data.dataset import SegDataset
+from steelkd.data.image import IMAGE_EXTENSIONS, image_size
 from steelkd.data.rle import SEVERSTAL_SHAPE, is_empty_rle, rle_decode, rle_runs
 from steelkd.io import atomic_write_text
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "SeverstalDataset",
     "check_images",
     "image_classes",
@@ -47,7 +47,6 @@ __all__ = [
     "severstal_stats",
 ]
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 SPLIT_FORMAT = "steelkd-split/1"
 _NEW_HEADER = ["ImageId", "ClassId", "EncodedPixels"]
 _OLD_HEADER = ["ImageId_ClassId", "EncodedPixels"]
