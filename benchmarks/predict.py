@@ -26,13 +26,14 @@ from typing import Any
 import torch
 
 from steelkd.bench import device_name
-from steelkd.checkpoint import make_card, save_model
 from steelkd.config import SEVERSTAL_CLASSES
+from steelkd.data.image import read_image
 from steelkd.data.synth import generate
 from steelkd.export import to_onnx
 from steelkd.io import atomic_write_text
 from steelkd.models import create_model
-from steelkd.predict import CARD_METADATA_KEY, PostProcess, Predictor, read_image, resolve_inputs
+from steelkd.models.saved import make_card, save_model
+from steelkd.predict import PostProcess, Predictor, resolve_inputs
 
 
 class TimedBackend:
@@ -40,7 +41,7 @@ class TimedBackend:
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend
-        self.info = backend.info
+        self.card = backend.card
         self.name = backend.name
         self.seconds = 0.0
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         onnx_path = None
         if "onnxruntime" in backends:
             t0 = time.perf_counter()
-            onnx_path = to_onnx(model, root / "model.onnx", metadata={CARD_METADATA_KEY: json.dumps(card)})
+            onnx_path = to_onnx(model, root / "model.onnx", card=card)
             print(f"exported ONNX in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         warm = [read_image(p) for p in resolve_inputs(images)[: args.batch_size]]
         for name in backends:

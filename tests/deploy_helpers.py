@@ -51,8 +51,8 @@ def write_images(folder: Path, n: int, seed: int, *, h: int = 64, w: int = 256, 
 
 def train_tiny_model(out_dir: Path, steps: int = 24, batch: int = 4, seed: int = 0) -> Path:
     """Train ``resunet_convnext_atto`` for a few dozen steps on synthetic 64x128 images and save it."""
-    from steelkd.checkpoint import make_card, save_model
     from steelkd.models import create_model
+    from steelkd.models.saved import make_card, save_model
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -83,14 +83,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
 
 def tiny_onnx(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     """The tiny model exported to ONNX with its card as metadata (exported on first use)."""
-    import json
-
-    from steelkd.checkpoint import load_model
     from steelkd.export import to_onnx
-    from steelkd.predict import CARD_METADATA_KEY
+    from steelkd.models.saved import load_model
 
     path = tmp_path_factory.getbasetemp() / "deploy_tiny_model.onnx"
     if not path.exists():
         model, card = load_model(tiny_model_dir(tmp_path_factory))
-        to_onnx(model, path, metadata={CARD_METADATA_KEY: json.dumps(card)}, sample_size=(64, 128))
+        to_onnx(model, path, card=card, sample_size=(64, 128))
     return path

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from deploy_helpers import CLASS_NAMES, tiny_model_dir, write_images
 from steelkd.cli import app
 from steelkd.cli.predict import EXIT_SOME_FAILED
-from steelkd.predict import CARD_METADATA_KEY
+from steelkd.predict._interim import ONNX_CARD_KEY
 
 runner = CliRunner()
 
@@ -41,7 +41,7 @@ def test_export_embeds_the_card_and_check_reports_the_difference(model_dir: Path
     diff = float(res.stdout.split("max |onnxruntime - torch| = ")[1].split()[0])
     assert diff < 1e-3
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    card = json.loads(sess.get_modelmeta().custom_metadata_map[CARD_METADATA_KEY])
+    card = json.loads(sess.get_modelmeta().custom_metadata_map[ONNX_CARD_KEY])
     assert card["class_names"] == CLASS_NAMES and card["architecture"] == "resunet_convnext_atto"
     dims = sess.get_inputs()[0].shape
     assert all(isinstance(d, str) for d in (dims[0], dims[2], dims[3]))  # dynamic N, H, W

@@ -13,6 +13,7 @@ from PIL import Image
 
 from conftest import require_shared
 from deploy_helpers import CLASS_NAMES, tiny_model_dir, tiny_onnx, write_images
+from steelkd.data.image import read_image
 from steelkd.data.rle import rle_decode
 from steelkd.postprocess import (
     PALETTE,
@@ -23,7 +24,8 @@ from steelkd.postprocess import (
     remove_small,
     softmax,
 )
-from steelkd.predict import ModelInfo, Predictor, TorchBackend, read_image, resolve_inputs
+from steelkd.predict import Predictor, TorchBackend, resolve_inputs
+from steelkd.predict._interim import ModelCard
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +181,7 @@ class _HalfBackend:
     name = "fake"
 
     def __init__(self) -> None:
-        self.info = ModelInfo(class_names=["background", "defect"])
+        self.card = ModelCard(class_names=["background", "defect"])
         self.calls: list[np.ndarray] = []
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -247,8 +249,8 @@ def test_onnxruntime_backend_needs_no_pytorch_model_code(onnx_path: Path, tmp_pa
 
 
 def test_onnx_file_without_model_card_is_a_clear_error(model_dir: Path, tmp_path: Path) -> None:
-    from steelkd.checkpoint import load_model
     from steelkd.export import to_onnx
+    from steelkd.models.saved import load_model
 
     model, _ = load_model(model_dir)
     path = to_onnx(model, tmp_path / "bare.onnx", sample_size=(64, 64))

@@ -1,15 +1,22 @@
-"""ONNX export of a segmentation model (plain forward: image -> logits) and a parity check."""
+"""ONNX export of a segmentation model (plain forward: image -> logits) and a parity check.
+
+The model card goes into the file as the metadata entry :data:`steelkd.models.card.ONNX_CARD_KEY`
+(a JSON string), which :class:`steelkd.predict.OnnxBackend` reads back.
+"""
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from steelkd.io import atomic_path
+from steelkd.predict._interim import ONNX_CARD_KEY
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -32,12 +39,13 @@ def to_onnx(
     opset: int = 17,
     metadata: dict[str, str] | None = None,
     sample_size: tuple[int, int] = (256, 256),
+    card: dict[str, Any] | None = None,
 ) -> Path:
     """Export ``model``'s plain forward to ONNX with dynamic batch, height and width.
 
     Uses the legacy TorchScript exporter (``dynamo=False``). Input ``image`` (``N x 3 x H x W``, float32,
-    normalised), output ``logits`` (``N x C x H x W``). The file is written atomically; ``metadata`` goes
-    into the model's ``metadata_props`` (read back with ``onnxruntime``'s
+    normalised), output ``logits`` (``N x C x H x W``). The file is written atomically; ``metadata`` and
+    the ``card`` go into the model's ``metadata_props`` (read back with ``onnxruntime``'s
     ``get_modelmeta().custom_metadata_map``).
 
     Args:
@@ -46,14 +54,16 @@ def to_onnx(
         opset: ONNX opset version.
         metadata: string key/value pairs to embed (e.g. class names, normalisation as JSON).
         sample_size: ``(H, W)`` of the dummy input used for tracing; any size works afterwards.
+        card: the model card (:func:`steelkd.models.make_card`), stored as JSON under
+            :data:`~steelkd.models.card.ONNX_CARD_KEY` so that ``steelkd predict`` can run the file.
 
     Returns:
         The path written.
 
     Example:
-        >>> from steelkd.models import create_model
+        >>> from steelkd.models import create_model, make_card
         >>> model = create_model("resunet_convnext_atto")
-        >>> to_onnx(model, "model.onnx", metadata={"classes": "bg,1,2,3,4"})  # doctest: +SKIP
+        >>> to_onnx(model, "model.onnx", card=make_card(model, ["bg", "a", "b", "c", "d"]))  # doctest: +SKIP
     """
     import onnx
 
@@ -61,6 +71,9 @@ def to_onnx(
     h, w = (int(s) for s in sample_size)
     if h < 32 or w < 32:
         raise ValueError(f"sample_size must be at least 32x32, got {sample_size}")
+    props = {str(k): str(v) for k, v in (metadata or {}).items()}
+    if card is not None:
+        props[ONNX_CARD_KEY] = json.dumps(card, default=str)
     was_training = model.training
     device = next(model.parameters()).device
     wrapper = _LogitsOnly(model).eval()
@@ -82,10 +95,10 @@ def to_onnx(
                 do_constant_folding=True,
             )
             proto = onnx.load(str(tmp))
-            for key, value in (metadata or {}).items():
+            for key, value in props.items():
                 entry = proto.metadata_props.add()
-                entry.key = str(key)
-                entry.value = str(value)
+                entry.key = key
+                entry.value = value
             onnx.checker.check_model(proto)
             onnx.save(proto, str(tmp))
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -35,9 +34,8 @@ def register(app: typer.Typer) -> None:
         """Export a model to ONNX (dynamic batch, height, width) with its model card as metadata."""
         import torch
 
-        from steelkd.checkpoint import load_model
         from steelkd.export import check_onnx, to_onnx
-        from steelkd.predict import CARD_METADATA_KEY
+        from steelkd.models.saved import load_model
 
         with user_errors():
             if not model.exists():
@@ -46,8 +44,7 @@ def register(app: typer.Typer) -> None:
                 raise ValueError(f"--out: expected a .onnx file name, got {out}")
             size = _parse_size(sample_size)
             net, card = load_model(model)
-            path = to_onnx(net, out, opset=opset, sample_size=size,
-                           metadata={CARD_METADATA_KEY: json.dumps(card, default=str)})
+            path = to_onnx(net, out, opset=opset, sample_size=size, card=card)
             classes = ", ".join(card.get("class_names", []))
             console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opset {opset}, "
                           f"{card.get('architecture', '?')}, classes: {classes})",
