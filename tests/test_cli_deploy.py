@@ -16,9 +16,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from deploy_helpers import CLASS_NAMES, tiny_model_dir, write_images
+from steelkd.card import ONNX_CARD_KEY
 from steelkd.cli import app
 from steelkd.cli.predict import EXIT_SOME_FAILED
-from steelkd.predict._interim import ONNX_CARD_KEY
 
 runner = CliRunner()
 

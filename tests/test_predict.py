@@ -13,6 +13,7 @@ from PIL import Image
 
 from conftest import require_shared
 from deploy_helpers import CLASS_NAMES, tiny_model_dir, tiny_onnx, write_images
+from steelkd.card import ModelCard
 from steelkd.data.image import read_image
 from steelkd.data.rle import rle_decode
 from steelkd.postprocess import (
@@ -25,7 +26,6 @@ from steelkd.postprocess import (
     softmax,
 )
 from steelkd.predict import Predictor, TorchBackend, resolve_inputs
-from steelkd.predict._interim import ModelCard
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """ONNX export of a segmentation model (plain forward: image -> logits) and a parity check.
 
-The model card goes into the file as the metadata entry :data:`steelkd.models.card.ONNX_CARD_KEY`
+The model card goes into the file as the metadata entry :data:`steelkd.card.ONNX_CARD_KEY`
 (a JSON string), which :class:`steelkd.predict.OnnxBackend` reads back.
 """
 
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from steelkd.card import ONNX_CARD_KEY
 from steelkd.io import atomic_path
-from steelkd.predict._interim import ONNX_CARD_KEY
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -55,7 +55,7 @@ def to_onnx(
         metadata: string key/value pairs to embed (e.g. class names, normalisation as JSON).
         sample_size: ``(H, W)`` of the dummy input used for tracing; any size works afterwards.
         card: the model card (:func:`steelkd.models.make_card`), stored as JSON under
-            :data:`~steelkd.models.card.ONNX_CARD_KEY` so that ``steelkd predict`` can run the file.
+            :data:`~steelkd.card.ONNX_CARD_KEY` so that ``steelkd predict`` can run the file.
 
     Returns:
         The path written.

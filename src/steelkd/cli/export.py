@@ -7,15 +7,7 @@ from pathlib import Path
 import typer
 
 from steelkd.cli._common import console, user_errors
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    parts = text.lower().replace(",", "x").split("x")
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"--sample-size: expected HxW, e.g. 256x256, got {text!r}") from None
-    return h, w
+from steelkd.config import parse_size
 
 
 def register(app: typer.Typer) -> None:
@@ -42,7 +34,10 @@ def register(app: typer.Typer) -> None:
                 raise FileNotFoundError(f"{model}: model not found")
             if out.suffix.lower() != ".onnx":
                 raise ValueError(f"--out: expected a .onnx file name, got {out}")
-            size = _parse_size(sample_size)
+            try:
+                size = parse_size(sample_size)
+            except ValueError as exc:
+                raise ValueError(f"--sample-size: {exc}") from None
             net, card = load_model(model)
             path = to_onnx(net, out, opset=opset, sample_size=size, card=card)
             classes = ", ".join(card.get("class_names", []))

@@ -4,9 +4,9 @@
   fp32 or bf16 autocast, on CPU or CUDA;
 - :class:`OnnxBackend`: a model written by ``steelkd export``, run by ONNX Runtime without any PyTorch
   model code; the class names and the normalisation come from the model card stored in the ONNX
-  metadata entry :data:`steelkd.models.card.ONNX_CARD_KEY`.
+  metadata entry :data:`steelkd.card.ONNX_CARD_KEY`.
 
-Both expose ``card`` (a :class:`~steelkd.models.card.ModelCard`: class names, mean, std on the 0..1
+Both expose ``card`` (a :class:`~steelkd.card.ModelCard`: class names, mean, std on the 0..1
 scale) and ``name`` (e.g. ``"torch-bf16-cpu"``); anything else with those two attributes and a
 ``__call__`` is a backend too (see :class:`Backend`).
 
@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from steelkd.predict._interim import ONNX_CARD_KEY, ModelCard
+from steelkd.card import ONNX_CARD_KEY, ModelCard
 
 __all__ = ["Backend", "OnnxBackend", "TorchBackend", "load_backend"]
 
