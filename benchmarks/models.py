@@ -22,9 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from steelkd.bench import count_gmacs, count_params, device_name, measure_latency
+from steelkd.bench import count_gmacs, measure_latency
+from steelkd.config import parse_size
 from steelkd.io import atomic_write_text
-from steelkd.models import create_model, list_models
+from steelkd.models import count_params, create_model, list_models
+from steelkd.paper import PAPER_EXPERIMENTS, PAPER_MODELS, PAPER_PARAMS_M
+from steelkd.runtime import device_name
 
 SMP_BASELINE = "smp_unet_tu-convnext_tiny"
 DEFAULT_MODELS = (
@@ -33,17 +36,8 @@ DEFAULT_MODELS = (
     "resunet_convnext_base_gc_ff",
     SMP_BASELINE,
 )
-PAPER = {  # params (M), FPS on an RTX 3090
-    "resunet_convnext_tiny": (33.91, 82.7),
-    "resunet_convnext_tiny_gc_ff": (36.02, 68.0),
-    "resunet_convnext_base_gc_ff": (100.98, 46.7),
-}
-#: (student, teacher, paper's speed-up) of the paper's three experiments
-PAIRS = (
-    ("resunet_convnext_tiny", "resunet_convnext_tiny_gc_ff", 1.22),
-    ("resunet_convnext_tiny_gc_ff", "resunet_convnext_base_gc_ff", 1.46),
-    ("resunet_convnext_tiny", "resunet_convnext_base_gc_ff", 1.77),
-)
+#: (student, teacher, the paper's speed-up) of the paper's three experiments
+PAIRS = tuple((s, t, PAPER_MODELS[s].fps / PAPER_MODELS[t].fps) for t, s in PAPER_EXPERIMENTS)
 
 
 def build(name: str, num_classes: int) -> nn.Module:
@@ -55,14 +49,6 @@ def build(name: str, num_classes: int) -> nn.Module:
             encoder_name=name.removeprefix("smp_unet_"), encoder_weights=None, classes=num_classes
         )
     return create_model(name, num_classes=num_classes)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"error: --size must look like 256x1600, got {text!r}") from None
-    return h, w
 
 
 def _design_params(
@@ -118,7 +104,11 @@ def search_designs(top: int = 15) -> str:
         student = _design_params("convnext_tiny", up, scale, ratio, gc_at, ff, levels, gc_ff=False)
         student_gf = _design_params("convnext_tiny", up, scale, ratio, gc_at, ff, levels, gc_ff=True)
         teacher = _design_params("convnext_base", up, scale, ratio, gc_at, ff, levels, gc_ff=True)
-        errs = [student / 33.91 - 1, student_gf / 36.02 - 1, teacher / 100.98 - 1]
+        errs = [
+            student / PAPER_PARAMS_M["resunet_convnext_tiny"] - 1,
+            student_gf / PAPER_PARAMS_M["resunet_convnext_tiny_gc_ff"] - 1,
+            teacher / PAPER_PARAMS_M["resunet_convnext_base_gc_ff"] - 1,
+        ]
         rows.append(
             (max(abs(e) for e in errs), up, scale, ratio, gc_at, ff, levels, student, student_gf, teacher)
         )
@@ -171,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: unknown model {name!r} (see `steelkd models list`)")
     if args.threads:
         torch.set_num_threads(args.threads)
-    h, w = parse_size(args.size)
+    try:
+        h, w = parse_size(args.size)
+    except ValueError as exc:
+        raise SystemExit(f"error: --size: {exc}") from None
     device = torch.device(args.device)
     dtypes: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     torch.manual_seed(0)
@@ -216,11 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(" --- " for _ in head) + "|")
     for name, row in rows.items():
-        paper = PAPER.get(name)
+        paper = PAPER_MODELS.get(name)
         cells = [
             f"`{name}`",
             f"{row['params_m']:.2f}",
-            f"{paper[0]:.2f}" if paper else "",
+            f"{paper.params_m:.2f}" if paper else "",
             f"{row['gmacs']:.2f}",
         ]
         for key in args.dtypes:
@@ -229,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{s['median_s'] * 1e3:.0f} ({s['p10_s'] * 1e3:.0f}-{s['p90_s'] * 1e3:.0f})",
                 f"{s['fps']:.2f}",
             ]
-        cells.append(f"{paper[1]:.1f}" if paper else "")
+        cells.append(f"{paper.fps:.1f}" if paper else "")
         lines.append("| " + " | ".join(cells) + " |")
     ratios = []
     for student, teacher, paper_ratio in PAIRS:

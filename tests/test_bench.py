@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from steelkd.bench import count_gmacs, count_params, device_name, measure_latency
+from steelkd.bench import count_gmacs, measure_latency
+from steelkd.models import count_params
+from steelkd.runtime import device_name
 
 
 def test_count_params_conv_and_trainable_only() -> None:

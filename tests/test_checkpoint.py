@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from steelkd.checkpoint import load_model, make_card, save_model
+from steelkd.models import load_model, make_card, save_model
 from steelkd.config import SEVERSTAL_CLASSES
 from steelkd.models import create_model
 

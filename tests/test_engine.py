@@ -12,11 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
-from steelkd.checkpoint import load_model, make_card, save_model
 from steelkd.config import Config, DistillConfig, save_config
 from steelkd.data import synth
-from steelkd.engine import DistillerModule, EpochSeededSampler, fit
-from steelkd.models import create_model
+from steelkd.engine import DistillerModule, EpochSeededSampler, build_module, fit
+from steelkd.models import create_model, load_model, make_card, save_model
 
 H, W = 64, 256
 
@@ -107,7 +106,7 @@ def test_distillation_gradient_reaches_student_only(synth_root: Path, tmp_path: 
     cfg = tiny_config(synth_root, tmp_path / "kd", epochs=1)
     cfg.train.class_weights = [1.0] * 5
     cfg.distill = DistillConfig(teacher=str(_teacher_dir(tmp_path, cfg.data.class_names)))
-    module = DistillerModule(cfg.to_dict())
+    module = build_module(cfg, steps_per_epoch=1)
     module.train()
     assert module.model.training and not module.teacher.training
     opt_params = {id(p) for p in module.trainable_parameters()}
@@ -196,11 +195,12 @@ def test_distillation_where_options(synth_root: Path, tmp_path: Path, where: str
     cfg = tiny_config(synth_root, tmp_path / "kd", epochs=1)
     cfg.train.class_weights = [1.0] * 5
     cfg.distill = DistillConfig(teacher=str(_teacher_dir(tmp_path, cfg.data.class_names)), where=where)
-    module = DistillerModule(cfg.to_dict())
+    module = build_module(cfg, steps_per_epoch=1)
     module.log_losses = lambda *a, **k: None  # type: ignore[method-assign]
-    adapters = list(module.adapter.parameters()) if module.adapter is not None else []
+    adapter = getattr(module.distill_loss, "adapter", None)
+    adapters = list(adapter.parameters()) if adapter is not None else []
     # atto student and atto+GC+FF teacher share decoder widths: adapters only where channels differ
-    assert (where == "features") == (module.adapter is not None)
+    assert (where == "features") == (adapter is not None)
     assert {id(p) for p in adapters} <= {id(p) for p in module.trainable_parameters()}
     x = torch.randn(2, 3, H, 128)
     y = torch.randint(0, 5, (2, H, 128))

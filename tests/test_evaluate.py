@@ -10,8 +10,11 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from steelkd.evaluate import benchmark_models, evaluate_model, parse_size, resolve_device
+from steelkd.bench import benchmark_models
+from steelkd.config import parse_size
+from steelkd.evaluate import evaluate_model
 from steelkd.metrics import SegMetrics
+from steelkd.runtime import resolve_device
 
 CLASSES = ["background", "a", "b"]
 
@@ -150,11 +153,10 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_cli_evaluate_and_bench(tmp_path: Path, synth_root: Path) -> None:
-    from steelkd.checkpoint import make_card, save_model
     from steelkd.cli import app
     from steelkd.config import SEVERSTAL_CLASSES, DataConfig
     from steelkd.data import build_datasets
-    from steelkd.models import create_model
+    from steelkd.models import create_model, make_card, save_model
 
     torch.manual_seed(0)
     model = create_model("resunet_convnext_atto", num_classes=5)

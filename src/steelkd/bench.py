@@ -1,29 +1,26 @@
-"""Speed and size measurements used by every speed figure in steelkd (params, GMACs, latency, device)."""
+"""Speed and size measurements behind every speed figure in steelkd: GMACs, latency, models side by side.
+
+Parameter counts are :func:`steelkd.models.count_params`; the device's name is
+:func:`steelkd.runtime.device_name`.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import platform
 import statistics
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from steelkd.config import parse_size
+from steelkd.models import count_params
+from steelkd.runtime import autocast_dtype, device_name, resolve_device
 
-def count_params(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (all, or only those with ``requires_grad``).
-
-    Example:
-        >>> count_params(nn.Conv2d(3, 8, 3))
-        224
-    """
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+__all__ = ["benchmark_models", "count_gmacs", "measure_latency"]
 
 
 def count_gmacs(model: nn.Module, input_shape: Sequence[int]) -> float:
@@ -133,35 +130,76 @@ def _quantiles(values: list[float]) -> tuple[float, float]:
     return deciles[0], deciles[-1]
 
 
-def device_name(device: str | torch.device | None = None) -> str:
-    """Human-readable name of the device: the GPU's name, or the CPU model with its core count.
+
+def benchmark_models(
+    models: Mapping[str, nn.Module],
+    size: str | Sequence[int],
+    *,
+    repeats: int = 20,
+    warmup: int = 5,
+    device: str | torch.device = "auto",
+    precision: str = "32",
+    batch_size: int = 1,
+) -> list[dict[str, Any]]:
+    """Params, GMACs and throughput of several models, measured one after the other in one process.
+
+    Every model sees the same input (``batch_size`` x 3 x H x W) on the same device, so the FPS column
+    compares like with like. Uses :mod:`steelkd.bench` (median latency over ``repeats`` after ``warmup``).
 
     Args:
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``None``: CUDA when available, else CPU.
+        models: label -> network (e.g. model name or path -> model).
+        size: input ``"HxW"`` or ``(H, W)``, e.g. the data set's native ``256x1600``.
+        repeats: timed forward passes per model (>= 20 recommended).
+        warmup: untimed passes first.
+        device: ``auto``, ``cpu``, ``cuda``...
+        precision: ``"32"``, ``"bf16-mixed"`` or ``"16-mixed"`` (autocast during the timed passes).
+        batch_size: images per forward pass (1 = the paper's FPS).
+
+    Returns:
+        One dict per model, in input order: ``model``, ``architecture``, ``params``, ``gmacs``,
+        ``latency_ms`` (median), ``p10_ms``, ``p90_ms``, ``fps``, ``batch``, ``height``, ``width``,
+        ``precision``, ``repeats``, ``warmup``, ``device``, ``device_name``.
 
     Example:
-        >>> device_name("cpu")  # doctest: +SKIP
-        'AMD EPYC 7B13 (2 cores, 2 torch threads)'
+        >>> from steelkd.models import create_model
+        >>> rows = benchmark_models({"atto": create_model("resunet_convnext_atto")}, "64x64",
+        ...                         repeats=2, warmup=0, device="cpu")
+        >>> rows[0]["model"], rows[0]["params"] > 0
+        ('atto', True)
     """
-    dev = torch.device(device) if device is not None else None
-    if dev is None:
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    return f"{_cpu_model()} ({_cpu_count()} cores, {torch.get_num_threads()} torch threads)"
-
-
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.lower().startswith("model name") and ":" in line:
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    h, w = parse_size(size)
+    dtype = autocast_dtype(precision)
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    dev = resolve_device(device)
+    name = device_name(dev)
+    rows: list[dict[str, Any]] = []
+    for label, model in models.items():
+        model = model.to(dev).eval()
+        gmacs = count_gmacs(model, (batch_size, 3, h, w))
+        x = torch.randn(batch_size, 3, h, w, generator=torch.Generator().manual_seed(0)).to(dev)
+        stats = measure_latency(model, x, repeats=repeats, warmup=warmup, dtype=dtype)
+        rows.append(
+            {
+                "model": label,
+                "architecture": str(getattr(model, "name", type(model).__name__)),
+                "params": count_params(model),
+                "gmacs": gmacs,
+                "latency_ms": stats["median_s"] * 1e3,
+                "p10_ms": stats["p10_s"] * 1e3,
+                "p90_ms": stats["p90_s"] * 1e3,
+                "fps": stats["fps"],
+                "batch": batch_size,
+                "height": h,
+                "width": w,
+                "precision": precision,
+                "repeats": repeats,
+                "warmup": warmup,
+                "device": str(dev),
+                "device_name": name,
+            }
+        )
+        model.to("cpu")
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows

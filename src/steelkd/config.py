@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -192,7 +193,22 @@ def _resolve_type(tp: Any) -> tuple[Any, bool]:
     return (tp if is_dataclass(tp) else None), False
 
 
-def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+def dataclass_from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, strictly: the one config parser of steelkd.
+
+    Unknown keys and wrong scalar types raise :class:`ConfigError` naming ``where.key``; nested
+    dataclass fields (also ``X | None``) are parsed recursively; ``list``/``dict`` fields must get a list /
+    mapping. YAML's readings are accepted where the meaning is plain: an int for a float, ``3e-4`` read as a
+    string for a float, a number for a string (``precision: 32``).
+
+    Example:
+        >>> dataclass_from_dict(ModelConfig, {"name": "resunet_convnext_atto"}).name
+        'resunet_convnext_atto'
+        >>> dataclass_from_dict(ModelConfig, {"nme": "x"}, "model")
+        Traceback (most recent call last):
+        ...
+        steelkd.config.ConfigError: unknown key model.nme (known: encoder_weights, kwargs, name, pretrained)
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -206,10 +222,13 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
         sub, _ = _resolve_type(hints[name])
         key = f"{where}.{name}" if where else name
         if sub is not None and value is not None:
-            kwargs[name] = _from_dict(sub, value, key)
+            kwargs[name] = dataclass_from_dict(sub, value, key)
         else:
             kwargs[name] = _coerce(value, hints[name], key)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where or 'config'}: {exc}") from None
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -224,12 +243,40 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return str(value)  # YAML reads `precision: 32` as a number
     if tp in (int, float, str, bool) and not isinstance(value, tp):
         raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    origin = typing.get_origin(tp)
+    if origin is list and not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list, got {value!r}")
+    if origin is dict and not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {value!r}")
     return value
+
+
+def parse_size(text: str | Sequence[int], *, minimum: int = 1) -> tuple[int, int]:
+    """``"256x1600"`` or ``[256, 1600]`` -> ``(height, width)``: the one size parser of steelkd.
+
+    Raises:
+        ValueError: not two integers of at least ``minimum``, naming the value.
+
+    Example:
+        >>> parse_size("256x1600")
+        (256, 1600)
+    """
+    try:
+        if isinstance(text, str):
+            h, w = (int(p) for p in text.lower().replace(",", "x").split("x"))
+        else:
+            h, w = (int(p) for p in text)
+    except (ValueError, TypeError):
+        raise ValueError(f"size {text!r}: expected HEIGHTxWIDTH, e.g. 256x1600") from None
+    if h < minimum or w < minimum:
+        what = "positive" if minimum == 1 else f"at least {minimum}"
+        raise ValueError(f"size {text!r}: height and width must be {what}")
+    return h, w
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build a :class:`Config` from a nested dict, checking every key and scalar type."""
-    cfg = _from_dict(Config, data or {}, "")
+    cfg = dataclass_from_dict(Config, data or {}, "")
     if cfg.train.scheduler not in ("none", "cosine"):
         raise ConfigError(f"train.scheduler: expected 'none' or 'cosine', got {cfg.train.scheduler!r}")
     if cfg.data.kind not in ("severstal", "folder", "synth"):

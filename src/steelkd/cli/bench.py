@@ -30,11 +30,10 @@ def register(app: typer.Typer) -> None:
         csv_out: Path = typer.Option(None, "--csv", help="Write the rows as CSV."),
     ) -> None:
         """Params, GMACs and FPS of several models, measured side by side in one run on this device."""
-        from steelkd.checkpoint import load_model
-        from steelkd.evaluate import benchmark_models
+        from steelkd.bench import benchmark_models
         from steelkd.io import atomic_write_text
-        from steelkd.models import create_model, list_models
-        from steelkd.report import write_records_csv
+        from steelkd.models import create_model, list_models, load_model
+        from steelkd.tables import write_records_csv
 
         with user_errors():
             names = [m.strip() for m in models.split(",") if m.strip()]

@@ -54,10 +54,10 @@ def register(app: typer.Typer) -> None:
         sets: list[str] = SetOpt,
     ) -> None:
         """Score a model on the val/test split at full resolution: Dice, IoU, mDice, mIoU, Kaggle Dice."""
-        from steelkd.checkpoint import load_model
         from steelkd.config import apply_overrides, config_from_dict, load_config
         from steelkd.data import build_datasets
         from steelkd.evaluate import evaluate_model, save_metrics_json
+        from steelkd.models import load_model
 
         with user_errors():
             if (config is None) == (data_root is None):

@@ -6,13 +6,8 @@ import typer
 from rich.table import Table
 
 from steelkd.cli._common import console, user_errors
-
-#: The paper's parameter counts (M) with 5 output classes.
-PAPER_PARAMS_M = {
-    "resunet_convnext_tiny": 33.91,
-    "resunet_convnext_tiny_gc_ff": 36.02,
-    "resunet_convnext_base_gc_ff": 100.98,
-}
+from steelkd.config import parse_size
+from steelkd.paper import PAPER_PARAMS_M
 
 
 def register(app: typer.Typer) -> None:
@@ -61,11 +56,11 @@ def register(app: typer.Typer) -> None:
         """Describe one model: channels, parameters, GMACs at --size."""
         import torch
 
-        from steelkd.bench import count_gmacs, count_params
-        from steelkd.models import create_model
+        from steelkd.bench import count_gmacs
+        from steelkd.models import count_params, create_model
 
         with user_errors():
-            h, w = _parse_size(size)
+            h, w = parse_size(size, minimum=32)
             torch.manual_seed(0)
             model = create_model(name, num_classes=num_classes)
             gmacs = count_gmacs(model, (1, 3, h, w))
@@ -79,13 +74,3 @@ def register(app: typer.Typer) -> None:
         table.add_row("params (M)", f"{count_params(model) / 1e6:.2f}")
         table.add_row(f"GMACs @ {h}x{w}", f"{gmacs:.1f}")
         console.print(table)
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--size must look like 256x1600, got {text!r}") from None
-    if h < 32 or w < 32:
-        raise ValueError(f"--size must be at least 32x32, got {text!r}")
-    return h, w

@@ -1,12 +1,13 @@
 """Batches of equal-sized images: the one grouping rule for validation, evaluation and prediction.
 
-Networks run at each image's native size, so only images of one size share a batch. Images are grouped by
-size (groups in the order their size first appears, input order inside a group) and each group is cut into
-batches of at most ``batch_size``. For a data set of one size this is plain sequential batching.
+Networks run at each image's native size, so only images of one size share a batch. The rule: a batch is a
+run of consecutive images of equal size, at most ``batch_size`` long. Batches keep the input order (so
+results stream out in order and nothing waits for a later image of its size); for a data set of one size
+this is plain sequential batching, and data sets of mixed sizes batch best when stored by size.
 
 Example:
-    >>> equal_size_batches([(4, 4), (2, 2), (4, 4), (4, 4)], batch_size=2)
-    [[0, 2], [3], [1]]
+    >>> equal_size_batches([(4, 4), (4, 4), (4, 4), (2, 2), (4, 4)], batch_size=2)
+    [[0, 1], [2], [3], [4]]
 """
 
 from __future__ import annotations
@@ -22,49 +23,49 @@ T = TypeVar("T")
 
 
 class SizeBatcher(Generic[T]):
-    """Streaming form of the grouping rule: items arrive one by one with their size.
+    """Streaming form of the rule: items arrive one by one with their size; full batches come out.
 
     Args:
         batch_size: the most items per batch (>= 1).
 
     Example:
         >>> b = SizeBatcher(2)
-        >>> b.add((4, 4), "a"), b.add((2, 2), "b"), b.add((4, 4), "c")
-        (None, None, ['a', 'c'])
+        >>> b.add((4, 4), "a"), b.add((4, 4), "b"), b.add((2, 2), "c"), b.add((4, 4), "d")
+        (None, ['a', 'b'], None, ['c'])
         >>> list(b.drain())
-        [['b']]
+        [['d']]
     """
 
     def __init__(self, batch_size: int) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
         self.batch_size = batch_size
-        self._pending: dict[Hashable, list[T]] = {}
+        self._key: Hashable = None
+        self._batch: list[T] = []
 
     def add(self, key: Hashable, item: T) -> list[T] | None:
-        """Add ``item`` of size ``key``; returns its group as a batch when that batch is full."""
-        group = self._pending.setdefault(key, [])
-        group.append(item)
-        if len(group) >= self.batch_size:
-            del self._pending[key]
-            return group
-        return None
+        """Add ``item`` of size ``key``; returns the batch it completes or the one it ends (a new size)."""
+        done: list[T] | None = None
+        if self._batch and (key != self._key or len(self._batch) >= self.batch_size):
+            done, self._batch = self._batch, []
+        self._key = key
+        self._batch.append(item)
+        if done is None and len(self._batch) >= self.batch_size:
+            done, self._batch = self._batch, []
+        return done
 
     def drain(self) -> Iterator[list[T]]:
-        """The partly filled batches left, in the order their size first appeared; empties the batcher."""
-        while self._pending:
-            key = next(iter(self._pending))
-            yield self._pending.pop(key)
+        """The last, partly filled batch (if any); empties the batcher."""
+        if self._batch:
+            batch, self._batch = self._batch, []
+            yield batch
 
 
 def equal_size_batches(sizes: Sequence[Hashable], batch_size: int) -> list[list[int]]:
-    """Indices ``0..len(sizes)-1`` in batches of equal size (see the module docstring for the order)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
-    groups: dict[Hashable, list[int]] = {}
-    for i, size in enumerate(sizes):
-        groups.setdefault(size, []).append(i)
-    return [g[j : j + batch_size] for g in groups.values() for j in range(0, len(g), batch_size)]
+    """Indices ``0..len(sizes)-1`` cut into runs of equal size of at most ``batch_size``."""
+    batcher: SizeBatcher[int] = SizeBatcher(batch_size)
+    batches = [b for i, size in enumerate(sizes) if (b := batcher.add(size, i)) is not None]
+    return batches + list(batcher.drain())
 
 
 class EqualSizeBatchSampler(Sampler[list[int]]):
@@ -77,8 +78,8 @@ class EqualSizeBatchSampler(Sampler[list[int]]):
             this process's shard under DDP). Default: all of them.
 
     Example:
-        >>> list(EqualSizeBatchSampler([(2, 2), (3, 3), (2, 2)], 4))
-        [[0, 2], [1]]
+        >>> list(EqualSizeBatchSampler([(2, 2), (2, 2), (3, 3)], 4))
+        [[0, 1], [2]]
     """
 
     def __init__(
@@ -107,5 +108,8 @@ class EqualSizeBatchSampler(Sampler[list[int]]):
 
 
 def dataset_sizes(dataset: Any) -> list[tuple[int, int]]:
-    """``(height, width)`` of every item of a :class:`~steelkd.data.dataset.SegDataset` (file headers)."""
-    return [dataset.image_size(i) for i in range(len(dataset))]
+    """``(height, width)`` of every item: from the file headers for a :class:`~steelkd.data.SegDataset`
+    (``image_size(i)``), from the items' image tensors for any other ``(image, mask)`` dataset."""
+    if callable(getattr(dataset, "image_size", None)):
+        return [tuple(dataset.image_size(i)) for i in range(len(dataset))]  # type: ignore[misc]
+    return [tuple(dataset[i][0].shape[-2:]) for i in range(len(dataset))]

@@ -1,54 +1,48 @@
-"""LightningModule that distils a frozen teacher into a student by channel-wise distillation (CWD)."""
+"""LightningModule that distils a frozen teacher into a student: ``L = L_wCE + λ·L_KD``."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from steelkd.checkpoint import load_model
 from steelkd.engine.segmenter import SegmenterModule
-from steelkd.losses import ChannelWiseDivergence, CWDFeatureAdapter
 
 
 class DistillerModule(SegmenterModule):
-    """Train a student with ``L = L_wCE + λ·L_CWD`` against a frozen teacher.
+    """Train a student against a frozen teacher with one distillation loss object.
 
-    The teacher is loaded from its saved model (``cfg["distill"]["teacher"]``), frozen
+    The teacher is handed in (loading it is the caller's job, see :func:`steelkd.engine.fit`), frozen
     (``requires_grad=False``), kept in eval mode even while the module trains (its BatchNorm statistics
-    never move) and run under ``torch.inference_mode``. Only the student's parameters (and, for
-    ``where="features"``, the 1x1 adapters on the student side) are given to the optimizer.
+    never move) and run under ``torch.inference_mode``. ``distill_loss`` maps the student's and the
+    teacher's ``return_features=True`` outputs to ``λ·L_KD`` (see :mod:`steelkd.losses.distill`); its
+    parameters (1x1 adapters, if any) are trained with the student's. Only the student and the loss's
+    parameters reach the optimizer and the checkpoint.
 
     Args:
         cfg: the run's config as a plain dict, with a ``distill`` section.
+        teacher: the trained teacher network.
+        distill_loss: e.g. ``steelkd.losses.build_distill_loss(cfg.distill, ...)``.
         steps_per_epoch: optimizer steps per epoch, for the cosine schedule.
+        model: the student network (default: built from ``cfg["model"]``).
+
+    Example:
+        >>> kd = build_distill_loss(cfg.distill, s.decoder_channels, t.decoder_channels)  # doctest: +SKIP
+        >>> module = DistillerModule(cfg.to_dict(), t, kd, model=s)  # doctest: +SKIP
     """
 
-    def __init__(self, cfg: dict[str, Any], steps_per_epoch: int = 1) -> None:
-        super().__init__(cfg, steps_per_epoch)
-        d = self.cfg.distill
-        if d is None or not d.teacher:
-            raise ValueError("distillation needs distill.teacher: the path of a trained teacher model")
-        teacher, card = load_model(d.teacher)
-        if list(card["class_names"]) != list(self.cfg.data.class_names):
-            raise ValueError(
-                f"{d.teacher}: teacher classes {card['class_names']} differ from the data's "
-                f"{self.cfg.data.class_names}"
-            )
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        teacher: nn.Module,
+        distill_loss: nn.Module,
+        steps_per_epoch: int = 1,
+        model: nn.Module | None = None,
+    ) -> None:
+        super().__init__(cfg, steps_per_epoch, model=model)
         self.teacher = teacher.eval().requires_grad_(False)
-        self.cwd = ChannelWiseDivergence(tau=d.tau, loss_weight=d.loss_weight, variant=d.variant)
-        self.adapter = (
-            CWDFeatureAdapter(
-                list(self.model.decoder_channels),
-                list(self.teacher.decoder_channels),
-                tau=d.tau,
-                loss_weight=d.feature_weight * d.loss_weight,
-            )
-            if d.where == "features"
-            else None
-        )
+        self.distill_loss = distill_loss
 
     def train(self, mode: bool = True) -> DistillerModule:
         super().train(mode)
@@ -58,34 +52,22 @@ class DistillerModule(SegmenterModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        where = self.cfg.distill.where  # type: ignore[union-attr]
         with torch.inference_mode():
             t_out = self.teacher(x, return_features=True)
         # Inference tensors cannot be saved for backward: clone them into ordinary (constant) tensors.
         t_out = {k: ([f.clone() for f in v] if isinstance(v, list) else v.clone()) for k, v in t_out.items()}
         s_out = self.model(x, return_features=True)
         loss_ce = self.supervised_loss(s_out["logits"], y)
-        if where == "logits_low":
-            s_low, t_low = s_out["logits_low"], t_out["logits_low"]
-            if s_low.shape[-2:] != t_low.shape[-2:]:
-                s_low = F.interpolate(s_low, size=t_low.shape[-2:], mode="bilinear", align_corners=False)
-            loss_kd = self.cwd(s_low, t_low)
-        else:
-            loss_kd = self.cwd(s_out["logits"], t_out["logits"])
-            if self.adapter is not None:
-                loss_kd = loss_kd + self.adapter(s_out["features"], t_out["features"])
+        loss_kd = self.distill_loss(s_out, t_out)
         loss = loss_ce + loss_kd
         self.log_losses(loss, loss_ce=loss_ce, loss_kd=loss_kd, batch_size=x.shape[0])
         return loss
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        params = super().trainable_parameters()
-        if self.adapter is not None:
-            params += list(self.adapter.parameters())
-        return params
+        return super().trainable_parameters() + list(self.distill_loss.parameters())
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """The student (and adapters) only: the teacher is reloaded from its own file, never re-saved."""
+        """The student (and the loss's adapters) only: the teacher is never re-saved."""
         state = super().state_dict(*args, **kwargs)
         prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
         return type(state)((k, v) for k, v in state.items() if not k.startswith(prefix + "teacher."))

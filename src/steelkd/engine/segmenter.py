@@ -7,8 +7,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from steelkd.card import BEST_METRICS_KEY
 from steelkd.config import Config, config_from_dict
 from steelkd.losses import DiceLoss, WeightedCrossEntropy
 from steelkd.metrics import SegMetrics
@@ -23,6 +24,7 @@ class SegmenterModule(L.LightningModule):
             so checkpoints load with ``weights_only=True``. ``cfg["train"]["class_weights"]`` must already
             be a list of numbers (``steelkd.engine.fit`` resolves ``"median_freq"`` from the data).
         steps_per_epoch: optimizer steps per epoch, for the cosine schedule.
+        model: the network to train (default: :func:`build_model` of ``cfg``).
 
     Example:
         >>> from steelkd.config import Config
@@ -31,18 +33,12 @@ class SegmenterModule(L.LightningModule):
         >>> module = SegmenterModule(cfg.to_dict())  # doctest: +SKIP
     """
 
-    def __init__(self, cfg: dict[str, Any], steps_per_epoch: int = 1) -> None:
+    def __init__(self, cfg: dict[str, Any], steps_per_epoch: int = 1, model: nn.Module | None = None) -> None:
         super().__init__()
         self.save_hyperparameters({"cfg": cfg, "steps_per_epoch": steps_per_epoch})
         self.cfg: Config = config_from_dict(cfg)
         num_classes = self.cfg.data.num_classes
-        self.model = create_model(
-            self.cfg.model.name,
-            num_classes=num_classes,
-            pretrained=self.cfg.model.pretrained,
-            encoder_weights=self.cfg.model.encoder_weights or None,
-            **self.cfg.model.kwargs,
-        )
+        self.model = model if model is not None else build_model(self.cfg)
         weights = self.cfg.train.class_weights
         if not isinstance(weights, list):
             raise ValueError(f"train.class_weights must be resolved to a list first, got {weights!r}")
@@ -103,10 +99,10 @@ class SegmenterModule(L.LightningModule):
             self.best_metrics = {**{k: _plain(v) for k, v in m.items()}, "epoch": int(self.current_epoch)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["steelkd_best_metrics"] = self.best_metrics
+        checkpoint[BEST_METRICS_KEY] = self.best_metrics
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.best_metrics = dict(checkpoint.get("steelkd_best_metrics", {}))
+        self.best_metrics = dict(checkpoint.get(BEST_METRICS_KEY, {}))
 
     # -- optimisation ------------------------------------------------------------------------------------
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -128,6 +124,17 @@ class SegmenterModule(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def build_model(cfg: Config) -> nn.Module:
+    """The network ``cfg.model`` names, with ``cfg.data``'s classes (random init unless weights are given)."""
+    return create_model(
+        cfg.model.name,
+        num_classes=cfg.data.num_classes,
+        pretrained=cfg.model.pretrained,
+        encoder_weights=cfg.model.encoder_weights or None,
+        **cfg.model.kwargs,
+    )
 
 
 def _plain(v: Any) -> Any:

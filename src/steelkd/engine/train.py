@@ -1,12 +1,16 @@
-"""Trainer set-up: data loaders, callbacks, loggers, and the export of the best model."""
+"""``fit``: one training or distillation run on Lightning, and the export of its best model.
+
+The run's data module owns the loaders (:mod:`steelkd.engine.datamodule`); this module builds the networks
+(the student, and for distillation the teacher loaded from its saved model and the distillation loss), the
+Trainer with its checkpoint callbacks and loggers, and writes the model folder at the end.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
-import random
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,15 +20,16 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
-from torch.utils.data import DataLoader, Dataset, Sampler
 
-from steelkd.checkpoint import make_card, save_model
+from steelkd.card import BEST_METRICS_KEY
 from steelkd.config import Config, save_config
-from steelkd.data import build_datasets, class_pixel_counts
+from steelkd.data import class_pixel_counts
+from steelkd.engine.datamodule import SegDataModule
 from steelkd.engine.distiller import DistillerModule
-from steelkd.engine.segmenter import SegmenterModule
+from steelkd.engine.segmenter import SegmenterModule, build_model
 from steelkd.io import atomic_write_text
-from steelkd.losses import class_weights
+from steelkd.losses import build_distill_loss, class_weights
+from steelkd.models import load_model, make_card, save_model
 
 
 @dataclass
@@ -40,81 +45,6 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-class EpochSeededSampler(Sampler[int]):
-    """A shuffling sampler whose order depends only on ``(seed, epoch)``, sharded across DDP processes.
-
-    It yields ``epoch * n + i`` so that :class:`EpochSeededDataset` can seed each sample's augmentation
-    from ``(seed, epoch, i)``. Lightning calls ``set_epoch`` before every epoch, so a run resumed from a
-    checkpoint sees exactly the batches and augmentations the uninterrupted run would have seen (the
-    global RNG is not part of a checkpoint), whatever the number of workers. Under DDP each process takes
-    every ``world``-th index of the same permutation (padded so all processes run the same step count).
-    """
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        rank, world = _rank_world()
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        perm = (torch.randperm(self.n, generator=g) + self.epoch * self.n).tolist()
-        per_rank = math.ceil(self.n / world)
-        perm += perm[: per_rank * world - self.n]
-        return iter(perm[rank::world])
-
-    def __len__(self) -> int:
-        return math.ceil(self.n / _rank_world()[1])
-
-
-class ShardSampler(Sampler[int]):
-    """In-order evaluation sampler: process ``rank`` takes indices ``rank, rank + world, ...`` (no padding).
-
-    Unlike Lightning's padded ``DistributedSampler`` no image is counted twice, so a metric summed over
-    processes equals the single-process value exactly.
-    """
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __iter__(self) -> Iterator[int]:
-        rank, world = _rank_world()
-        return iter(range(rank, self.n, world))
-
-    def __len__(self) -> int:
-        rank, world = _rank_world()
-        return len(range(rank, self.n, world))
-
-
-class EpochSeededDataset(Dataset):
-    """Wrap a training set: item ``epoch * n + i`` is sample ``i``, augmented with RNG ``(seed, epoch, i)``.
-
-    The wrapped dataset's albumentations pipeline (attribute ``transform``) gets fresh generators per
-    item through ``set_random_state``; datasets without one are returned as they are.
-    """
-
-    def __init__(self, dataset: Any, seed: int) -> None:
-        self.dataset, self.seed, self.n = dataset, seed, len(dataset)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, k: int) -> Any:
-        epoch, i = divmod(int(k), self.n)
-        transform = getattr(self.dataset, "transform", None)
-        if transform is not None and hasattr(transform, "set_random_state"):
-            ss = np.random.SeedSequence([self.seed, epoch, i])
-            transform.set_random_state(np.random.default_rng(ss), random.Random(int(ss.generate_state(1)[0])))
-        return self.dataset[i]
-
-
 def resolve_class_weights(cfg: Config, train_ds: Any) -> list[float]:
     """Turn ``train.class_weights`` (a method name or a list) into one weight per class."""
     spec = cfg.train.class_weights
@@ -124,19 +54,49 @@ def resolve_class_weights(cfg: Config, train_ds: Any) -> list[float]:
     return [float(w) for w in class_weights(np.ones(cfg.data.num_classes), method=spec)]
 
 
-def _loaders(cfg: Config, train_ds: Any, val_ds: Any) -> tuple[DataLoader, DataLoader]:
-    d = cfg.data
-    workers = d.num_workers
-    common: dict[str, Any] = {"num_workers": workers, "persistent_workers": workers > 0, "pin_memory": False}
-    train = DataLoader(
-        EpochSeededDataset(train_ds, cfg.train.seed),
-        batch_size=d.batch_size,
-        sampler=EpochSeededSampler(len(train_ds), cfg.train.seed),
-        drop_last=len(train_ds) > d.batch_size,
-        **common,
-    )
-    val = DataLoader(val_ds, batch_size=d.batch_size, sampler=ShardSampler(len(val_ds)), **common)
-    return train, val
+def _steps_per_epoch(cfg: Config, batches: int) -> int:
+    """Optimizer steps per epoch and process (for the cosine schedule)."""
+    limit = cfg.train.limit_train_batches
+    if isinstance(limit, float) and limit <= 1.0:
+        steps = max(1, math.ceil(batches * limit))
+    else:
+        steps = min(batches, int(limit))
+    if isinstance(cfg.train.devices, int) and cfg.train.devices > 1:
+        steps = max(1, steps // (cfg.train.devices * cfg.train.num_nodes))
+    return steps
+
+
+def load_teacher(path: str | Path, class_names: list[str]) -> torch.nn.Module:
+    """The trained teacher at ``path`` (a saved model), checked against the data's classes.
+
+    Raises:
+        ValueError: the teacher was trained on other classes.
+    """
+    teacher, card = load_model(path)
+    if list(card["class_names"]) != list(class_names):
+        raise ValueError(
+            f"{path}: teacher classes {card['class_names']} differ from the data's {class_names}"
+        )
+    return teacher
+
+
+def build_module(cfg: Config, steps_per_epoch: int) -> SegmenterModule:
+    """The LightningModule of ``cfg``: a segmenter, or a distiller when ``cfg.distill`` is set.
+
+    The student is built first and the teacher loaded after it, so the student's random initialisation
+    depends only on the seed.
+
+    Raises:
+        ValueError: distillation without ``distill.teacher``, or a teacher of other classes.
+    """
+    model = build_model(cfg)
+    if cfg.distill is None:
+        return SegmenterModule(cfg.to_dict(), steps_per_epoch, model=model)
+    if not cfg.distill.teacher:
+        raise ValueError("distillation needs distill.teacher: the path of a trained teacher model")
+    teacher = load_teacher(cfg.distill.teacher, cfg.data.class_names)
+    loss = build_distill_loss(cfg.distill, model.decoder_channels, teacher.decoder_channels)
+    return DistillerModule(cfg.to_dict(), teacher, loss, steps_per_epoch, model=model)
 
 
 def _loggers(out: Path) -> list[Logger]:
@@ -227,29 +187,19 @@ def fit(
         >>> result.best_metrics["mdice"]  # doctest: +SKIP
     """
     start = time.perf_counter()
+    cfg = copy.deepcopy(cfg)  # class weights are resolved below: the caller's config stays as given
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     out = Path(cfg.train.out_dir)
-    train_ds, val_ds = build_datasets(cfg.data)
-    if len(train_ds) == 0 or len(val_ds) == 0:
-        raise ValueError(f"{cfg.data.root}: empty data set (train {len(train_ds)}, val {len(val_ds)} images)")
-    cfg.train.class_weights = resolve_class_weights(cfg, train_ds)
-    train_dl, val_dl = _loaders(cfg, train_ds, val_ds)
-    steps = len(train_dl)
-    if isinstance(cfg.train.limit_train_batches, float) and cfg.train.limit_train_batches <= 1.0:
-        steps = max(1, math.ceil(steps * cfg.train.limit_train_batches))
-    else:
-        steps = min(steps, int(cfg.train.limit_train_batches))
-    if isinstance(cfg.train.devices, int) and cfg.train.devices > 1:
-        steps = max(1, steps // (cfg.train.devices * cfg.train.num_nodes))
-    module_cls = DistillerModule if cfg.distill is not None else SegmenterModule
-    module = module_cls(cfg.to_dict(), steps_per_epoch=steps)
+    data = SegDataModule(cfg)
+    cfg.train.class_weights = resolve_class_weights(cfg, data.train_ds)
+    module = build_module(cfg, _steps_per_epoch(cfg, len(data.train_dataloader())))
     trainer, ckpt_cb = build_trainer(cfg, out, progress=progress, callbacks=callbacks)
     if trainer.is_global_zero:
         save_config(cfg, out / "config.yaml")
     ckpt_path = str(out / "checkpoints" / "last.ckpt") if resume == "last" else resume
     if ckpt_path is not None and not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"{ckpt_path}: checkpoint to resume from not found")
-    trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
 
     best = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else out / "checkpoints" / "best.ckpt"
     last = out / "checkpoints" / "last.ckpt"
@@ -259,7 +209,7 @@ def fit(
         if best.is_file():
             state = torch.load(best, map_location="cpu", weights_only=True)
             module.load_state_dict(state["state_dict"])
-            best_metrics = dict(state.get("steelkd_best_metrics", best_metrics))
+            best_metrics = dict(state.get(BEST_METRICS_KEY, best_metrics))
         card = make_card(
             module.model,
             cfg.data.class_names,

@@ -1,4 +1,8 @@
-"""A small timm-style model registry: ``register``, ``create_model``, ``list_models``."""
+"""A small timm-style model registry: ``register``, ``create_model``, ``list_models``.
+
+The registry imports no model module: architectures register themselves when ``steelkd.models`` imports
+them (``steelkd/models/__init__.py``), as timm's do.
+"""
 
 from __future__ import annotations
 
@@ -9,28 +13,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from torch import nn
 
-
-class SegmentationModel(nn.Module):
-    """Base class of every steelkd segmentation network (the forward contract in docs/architecture.md).
-
-    ``model(x)`` returns logits ``N x C x H x W`` at the input size; ``model(x, return_features=True)``
-    returns ``{"logits", "logits_low", "features"}``. Attributes: ``name``, ``num_classes``,
-    ``decoder_channels`` (channels of ``features``), and ``model_kwargs`` (the keyword overrides given to
-    :func:`create_model`, so ``create_model(model.name, model.num_classes, **model.model_kwargs)``
-    rebuilds the same architecture).
-    """
-
-    name: str
-    num_classes: int
-    decoder_channels: tuple[int, ...]
-    model_kwargs: dict[str, Any]
-
-    def load_encoder_weights(self, path: str | Path) -> None:  # pragma: no cover - overridden
-        """Load local encoder weights (implemented by subclasses)."""
-        raise NotImplementedError
-
+from steelkd.models.base import SegmentationModel, count_params
 
 Factory = Callable[..., SegmentationModel]
 F = TypeVar("F", bound=Factory)
@@ -59,10 +43,6 @@ def register(name: str | None = None) -> Callable[[F], F]:
     return deco
 
 
-def _ensure_builtin() -> None:
-    import steelkd.models.resunet  # noqa: F401  (registers the built-in names)
-
-
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered model names, sorted; ``pattern`` is a shell wildcard such as ``"*_gc_ff"``.
 
@@ -70,7 +50,6 @@ def list_models(pattern: str | None = None) -> list[str]:
         >>> "resunet_convnext_tiny" in list_models()
         True
     """
-    _ensure_builtin()
     names = sorted(_REGISTRY)
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
@@ -100,7 +79,6 @@ def create_model(
         >>> model(torch.zeros(1, 3, 64, 64)).shape
         torch.Size([1, 5, 64, 64])
     """
-    _ensure_builtin()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see `steelkd models list`"
@@ -121,4 +99,4 @@ def count_parameters(name: str, num_classes: int = 5, **kw: Any) -> int:
     """
     with torch.device("meta"):
         model = create_model(name, num_classes=num_classes, **kw)
-    return sum(p.numel() for p in model.parameters())
+    return count_params(model)

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from steelkd.models.registry import SegmentationModel, register
+from steelkd.models.base import SegmentationModel
+from steelkd.models.registry import register
 from steelkd.models.resunet.decoder import ResUnetDecoder
 from steelkd.models.weights import state_mismatch
 

@@ -1,12 +1,11 @@
-"""Deployable model artefacts: weights as safetensors plus a JSON model card, loaded without unpickling.
+"""Saved models: a folder of weights (safetensors) and model card (JSON), loaded without unpickling.
 
-A saved model is a directory holding ``model.safetensors`` and ``model.json`` (the model card). The card
-says everything needed to rebuild and use the network: the registered architecture name, the classes,
-the input normalisation, the training config and the metrics it reached.
+A saved model is a directory holding ``model.safetensors`` and ``model.json`` (the model card, see
+:mod:`steelkd.card`). :func:`load_model` also reads a Lightning ``.ckpt`` written by the engine
+(``weights_only=True``).
 
 Example:
-    >>> from steelkd.models import create_model
-    >>> from steelkd.checkpoint import make_card, save_model, load_model
+    >>> from steelkd.models import create_model, load_model, make_card, save_model
     >>> model = create_model("resunet_convnext_atto", num_classes=5)  # doctest: +SKIP
     >>> save_model(model, "out/model", make_card(model, class_names=[...]))  # doctest: +SKIP
     >>> model, card = load_model("out/model")  # doctest: +SKIP
@@ -24,14 +23,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from steelkd.data.transforms import MEAN, STD
+from steelkd.card import BEST_METRICS_KEY, CARD_FORMAT, CARD_NAME, WEIGHTS_NAME
+from steelkd.data.image import MEAN, STD
 from steelkd.io import atomic_path, atomic_write_text
-from steelkd.models import create_model
+from steelkd.models.base import count_params
+from steelkd.models.registry import create_model
 from steelkd.models.weights import state_mismatch
 
-CARD_FORMAT = "steelkd-model/1"
-WEIGHTS_NAME = "model.safetensors"
-CARD_NAME = "model.json"
+__all__ = ["load_model", "load_state_checked", "make_card", "save_model"]
 
 
 def make_card(
@@ -63,7 +62,7 @@ def make_card(
         "class_names": list(class_names),
         "model_kwargs": dict(model_kwargs or {}),
         "normalization": {"mean": list(MEAN), "std": list(STD), "scale": 255.0, "channels": "RGB"},
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": count_params(model),
         "config": config or {},
         "metrics": metrics or {},
         "steelkd_version": __version__,
@@ -71,7 +70,6 @@ def make_card(
         "python_version": platform.python_version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
 
 def save_model(model: nn.Module, path: str | Path, card: dict[str, Any]) -> Path:
     """Write ``model.safetensors`` and ``model.json`` into directory ``path`` (each atomically).
@@ -125,7 +123,7 @@ def _load_lightning_ckpt(path: Path, map_location: str | torch.device) -> tuple[
         model,
         class_names,
         config=cfg,
-        metrics=ckpt.get("steelkd_best_metrics", {}),
+        metrics=ckpt.get(BEST_METRICS_KEY, {}),
         model_kwargs=model_cfg.get("kwargs", {}),
     )
     return model, card

@@ -1,0 +1,99 @@
+"""The model card: the one owner of what a saved or exported model says about itself.
+
+A card (``model.json`` beside the weights, or the ``steelkd.model_card`` metadata of an ONNX file) names the
+registered architecture, the classes, the input normalisation, the training config and the metrics. It is
+written by :func:`steelkd.models.make_card` and read back, validated, by :meth:`ModelCard.from_dict` on every
+inference path. This module imports no model code, so the ONNX Runtime path reads cards without PyTorch
+models or timm.
+
+Example:
+    >>> card = ModelCard.from_dict({"class_names": ["background", "defect"]}, "model.json")
+    >>> card.num_classes, card.mean
+    (2, (0.485, 0.456, 0.406))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from steelkd.data.image import MEAN, STD
+
+__all__ = [
+    "BEST_METRICS_KEY",
+    "CARD_FORMAT",
+    "CARD_NAME",
+    "ONNX_CARD_KEY",
+    "WEIGHTS_NAME",
+    "ModelCard",
+]
+
+#: The card's format tag.
+CARD_FORMAT = "steelkd-model/1"
+#: File names inside a saved model folder.
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "model.json"
+#: ONNX metadata key holding the card as a JSON string (written by :func:`steelkd.export.to_onnx`).
+ONNX_CARD_KEY = "steelkd.model_card"
+#: Key of the best epoch's validation metrics inside an engine Lightning checkpoint.
+BEST_METRICS_KEY = "steelkd_best_metrics"
+
+
+@dataclass
+class ModelCard:
+    """What inference needs to know about a model, read from its card.
+
+    Args:
+        class_names: label-map value names, background first.
+        mean / std: per-channel RGB normalisation on the 0..1 scale (:func:`steelkd.data.image.normalize`).
+        architecture: registered model name (informational for ONNX models).
+        raw: the whole card as written.
+    """
+
+    class_names: list[str]
+    mean: tuple[float, float, float] = MEAN
+    std: tuple[float, float, float] = STD
+    architecture: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @classmethod
+    def from_dict(cls, card: dict[str, Any], source: str) -> ModelCard:
+        """Validate a card dict; raises ValueError naming ``source`` when a field is unusable.
+
+        ``class_names`` falls back to ``background, class1..`` from ``num_classes``; ``normalization``
+        defaults to ImageNet's and must be on the 0..1 scale with ``scale`` 255 (what :func:`make_card`
+        writes).
+        """
+        if not isinstance(card, dict):
+            raise ValueError(f"{source}: model card is not a JSON object")
+        names = card.get("class_names")
+        if not isinstance(names, list) or len(names) < 2:
+            n = card.get("num_classes")
+            if not isinstance(n, int) or n < 2:
+                raise ValueError(f"{source}: model card has neither class_names nor num_classes >= 2")
+            names = ["background", *[f"class{i}" for i in range(1, n)]]
+        norm = card.get("normalization") or {}
+        try:
+            mean = tuple(float(m) for m in norm.get("mean", MEAN))
+            std = tuple(float(s) for s in norm.get("std", STD))
+            scale = float(norm.get("scale", 255.0))
+        except (TypeError, ValueError):
+            raise ValueError(f"{source}: model card normalization must hold numbers") from None
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"{source}: model card normalization needs 3 means and 3 positive stds")
+        if max(mean) > 1.0 or max(std) > 1.0 or scale != 255.0:
+            raise ValueError(
+                f"{source}: model card normalization must be on the 0..1 scale with scale 255 "
+                f"(as steelkd writes it), got mean {list(mean)}, std {list(std)}, scale {scale:g}"
+            )
+        return cls(
+            class_names=[str(n) for n in names],
+            mean=mean,  # type: ignore[arg-type]
+            std=std,  # type: ignore[arg-type]
+            architecture=str(card.get("architecture", "")),
+            raw=card,
+        )
