@@ -101,6 +101,39 @@ def test_overlay_paints_classes_with_the_palette_and_draws_a_legend() -> None:
     assert np.array_equal(gray, plain)
 
 
+def test_overlay_colours_each_class_where_the_mask_has_it_and_nothing_else() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (80, 300, 3), dtype=np.uint8)  # textured, so "unchanged" means something
+    lab = np.zeros((80, 300), np.uint8)
+    lab[30:50, 20:60] = 1
+    lab[35:70, 100:130] = 2
+    lab[60:75, 200:290] = 4
+    bg = lab == 0
+    solid = overlay(img, lab, CLASS_NAMES, alpha=1.0, legend=False, outline=False)
+    for c in (1, 2, 4):
+        assert (solid[lab == c] == PALETTE[c]).all(), c  # the class colour exactly where the class is
+    assert np.array_equal(solid[bg], img[bg])  # every other pixel is the image's own
+    blended = overlay(img, lab, CLASS_NAMES, alpha=0.45, legend=False, outline=False)
+    expected = 0.55 * img.astype(np.float64) + 0.45 * PALETTE[lab].astype(np.float64)
+    assert np.abs(blended[~bg] - expected[~bg]).max() <= 1
+    assert np.array_equal(blended[bg], img[bg])
+    outlined = overlay(img, lab, CLASS_NAMES, legend=False)
+    for c, (y0, y1, x0, x1) in {1: (30, 50, 20, 60), 2: (35, 70, 100, 130), 4: (60, 75, 200, 290)}.items():
+        border = np.zeros_like(bg)
+        border[y0:y1, x0:x1] = True
+        border[y0 + 1 : y1 - 1, x0 + 1 : x1 - 1] = False
+        assert (outlined[border] == PALETTE[c]).all(), c  # outline: opaque class colour on the boundary
+        inner = (slice(y0 + 1, y1 - 1), slice(x0 + 1, x1 - 1))
+        assert np.array_equal(outlined[inner], blended[inner])  # inside: the plain blend
+    assert np.array_equal(outlined[bg], img[bg])
+    with_legend = overlay(img, lab, CLASS_NAMES)
+    ys, xs = np.nonzero((with_legend != outlined).any(axis=-1))
+    assert ys.size and ys.min() == 0 and xs.min() == 0  # the legend is a box in the top-left corner
+    outside = np.ones_like(bg)
+    outside[: ys.max() + 1, : xs.max() + 1] = False
+    assert np.array_equal(with_legend[outside], outlined[outside])  # and nothing else changes
+
+
 # ---------------------------------------------------------------------------------- library, torch
 def test_predict_files_writes_masks_overlays_and_a_submission_that_decodes_back(
     model_dir: Path, tmp_path: Path
