@@ -25,15 +25,14 @@ from typing import Any
 
 import torch
 
-from steelkd.bench import device_name
 from steelkd.config import SEVERSTAL_CLASSES
 from steelkd.data.image import read_image
 from steelkd.data.synth import generate
 from steelkd.export import to_onnx
 from steelkd.io import atomic_write_text
-from steelkd.models import create_model
-from steelkd.models.saved import make_card, save_model
+from steelkd.models import create_model, make_card, save_model
 from steelkd.predict import PostProcess, Predictor, resolve_inputs
+from steelkd.runtime import device_name
 
 
 class TimedBackend:
