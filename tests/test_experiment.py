@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import re
@@ -72,8 +73,7 @@ class FakeFit:
         self.calls: list[tuple[Any, str | None]] = []
 
     def __call__(self, cfg: Any, *, progress: bool = True, resume: str | None = None) -> Any:
-        from steelkd.checkpoint import make_card, save_model
-        from steelkd.models import create_model
+        from steelkd.models import create_model, make_card, save_model
 
         self.calls.append((copy.deepcopy(cfg), resume))
         out = Path(cfg.train.out_dir)
@@ -196,6 +196,46 @@ def test_config_hash_content_and_teacher() -> None:
     k1 = run_config(cfg, "student", seed=0, teacher_dir="/out1/runs/t/model")
     k2 = run_config(cfg, "student", seed=0, teacher_dir="/out2/runs/t/model")
     assert config_hash(k1, "abc") == config_hash(k2, "abc") != config_hash(k1, "abd")
+
+
+# ---------------------------------------------------------------------------------------- the chain
+#: The package's modules in chain order: each may import only modules before it.
+CHAIN = [
+    "config",
+    "plan",
+    "results",
+    "deviations",
+    "run",
+    "report_sections",
+    "report_experiments",
+    "report",
+    "pipeline",
+]
+#: What the report side (results, deviations, report*) must not import: it runs no model.
+MODEL_CODE = ("torch", "steelkd.models", "steelkd.engine", "steelkd.evaluate", "steelkd.bench")
+
+
+def _imports(module: str) -> set[str]:
+    tree = ast.parse((REPO / "src" / "steelkd" / "experiment" / f"{module}.py").read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_package_is_a_one_way_chain() -> None:
+    files = {p.stem for p in (REPO / "src" / "steelkd" / "experiment").glob("*.py")} - {"__init__"}
+    assert files == set(CHAIN)
+    for i, module in enumerate(CHAIN):
+        own = {n.split(".")[2] for n in _imports(module) if n.startswith("steelkd.experiment.")}
+        later = own & set(CHAIN[i:])
+        assert not later, f"{module} imports {later}, which come later in the chain"
+    for module in ("results", "deviations", "report_sections", "report_experiments", "report"):
+        bad = {n for n in _imports(module) if n.startswith(MODEL_CODE) or n == "steelkd.experiment.run"}
+        assert not bad, f"{module} imports model code {bad}"
 
 
 # ------------------------------------------------------------------------------------- reuse + report

@@ -1,29 +1,55 @@
-"""Report building blocks on fake inputs: tables hold the right numbers, figures are written."""
+"""Report building blocks on fake inputs: tables hold the right numbers, figures show what they are given."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_rgb
 
-from steelkd.report import (
-    MeanStd,
-    Table,
-    plot_dice_bars,
-    plot_loss_curves,
-    plot_overlay_grid,
-    read_loss_history,
-    write_records_csv,
-)
+from steelkd.figures import plot_dice_bars, plot_loss_curves, plot_overlay_grid, read_loss_history
+from steelkd.postprocess import overlay, palette
+from steelkd.tables import MeanStd, Table, format_seconds, write_records_csv
 
 
 def _png_shape(path: Path) -> tuple[int, ...]:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return mpimg.imread(path).shape
+
+
+def _rgb(path: Path) -> np.ndarray:
+    """The PNG as H x W x 3 integers 0..255."""
+    return (mpimg.imread(path)[..., :3] * 255).round().astype(np.int64)
+
+
+def _near(rgb: np.ndarray, color: Any, tol: int = 10) -> np.ndarray:
+    """Mask of the pixels within ``tol`` of ``color`` (RGB 0..255 or a matplotlib colour name)."""
+    if isinstance(color, str):
+        color = [round(255 * c) for c in to_rgb(color)]
+    return np.abs(rgb - np.asarray(color, dtype=np.int64)).max(axis=-1) <= tol
+
+
+def _bar_heights(mask: np.ndarray) -> list[int]:
+    """Heights in pixels of the bars in ``mask`` (they stand on the lowest row where the colour is widest)."""
+    per_row = mask.sum(axis=1)
+    base = int(np.nonzero(per_row >= per_row.max() // 2)[0].max()) - 1
+    cols = np.nonzero(mask[base])[0]
+    runs = np.split(cols, np.nonzero(np.diff(cols) > 1)[0] + 1)
+    heights = []
+    for run in runs:  # up from the base, across thin grid lines, to the first real gap
+        col = mask[: base + 1, int(run[len(run) // 2])][::-1]
+        top = 0
+        for y in np.nonzero(col)[0]:
+            if y - top > 3:
+                break
+            top = y
+        heights.append(int(top) + 1)
+    return heights
 
 
 def test_mean_std_matches_numpy() -> None:
@@ -170,6 +196,13 @@ def test_plot_loss_curves_writes_png(tmp_path: Path) -> None:
     h, w, _ = _png_shape(out)
     assert h > 200 and w > 300
     assert not list((tmp_path / "figs").glob(".*tmp"))  # atomic: no temp file left
+    # not blank: L (blue) and L_KD (red) are drawn, L above L_KD as in the data (L > L_KD)
+    rgb = _rgb(out)
+    total, kd = _near(rgb, "tab:blue", 6), _near(rgb, "tab:red", 6)
+    assert total.sum() > 200 and kd.sum() > 200
+    assert np.median(np.nonzero(total)[0]) < np.median(np.nonzero(kd)[0])
+    # L_wCE (green, no epoch column: epoch means from the steps) is drawn too
+    assert _near(rgb, "tab:green", 6).sum() > 100
 
 
 def test_plot_dice_bars(tmp_path: Path) -> None:
@@ -184,6 +217,28 @@ def test_plot_dice_bars(tmp_path: Path) -> None:
     assert _png_shape(out)[0] > 200
     with pytest.raises(ValueError, match="4 classes but 3/4 values"):
         plot_dice_bars(classes, [0.1] * 3, [0.1] * 4, tmp_path / "bad.png")
+    # three series: baseline orange, distilled blue, teacher grey, one bar per class each
+    rgb = _rgb(out)
+    assert len(_bar_heights(_near(rgb, "tab:orange", 4))) == 4
+    assert len(_bar_heights(_near(rgb, "tab:blue", 4))) == 4
+    assert len(_bar_heights(_near(rgb, "0.6", 4))) == 4
+
+
+def test_plot_dice_bars_heights_follow_the_values(tmp_path: Path) -> None:
+    classes = ["pitting", "crazing", "scratches", "patches"]
+    after = [0.2, 0.4, 0.6, 0.8]
+    up = plot_dice_bars(classes, [0.5] * 4, after, tmp_path / "up.png")
+    down = plot_dice_bars(classes, [0.5] * 4, after[::-1], tmp_path / "down.png")
+    h_up = _bar_heights(_near(_rgb(up), "tab:blue", 4))
+    h_down = _bar_heights(_near(_rgb(down), "tab:blue", 4))
+    assert len(h_up) == 4 and h_up[0] > 20
+    for h, v in zip(h_up, after, strict=True):  # bar height proportional to the Dice value
+        assert h / h_up[-1] == pytest.approx(v / after[-1], abs=0.03)
+    assert h_down == pytest.approx(h_up[::-1], abs=2)
+    # the baseline bars (grey without a reference) are equal, at 0.5
+    h_base = _bar_heights(_near(_rgb(up), "tab:gray", 4))
+    assert len(h_base) == 4 and max(h_base) - min(h_base) <= 2
+    assert h_base[0] / h_up[-1] == pytest.approx(0.5 / 0.8, abs=0.03)
 
 
 def test_plot_overlay_grid(tmp_path: Path) -> None:
@@ -199,3 +254,46 @@ def test_plot_overlay_grid(tmp_path: Path) -> None:
     assert _png_shape(out)[1] > 300
     with pytest.raises(ValueError, match="rows"):
         plot_overlay_grid([[img]], ["a", "b"], ["c"], tmp_path / "bad.png")
+    # the legend shows the colour of each class (the same as steelkd.postprocess.overlay paints)
+    rgb = _rgb(out)
+    for color in palette(5)[1:]:
+        assert _near(rgb, color, 3).sum() > 20, color
+
+
+def test_plot_overlay_grid_shows_the_defect_colours_where_the_mask_is(tmp_path: Path) -> None:
+    names = ["background", "pitting", "crazing", "scratches"]
+    image = np.full((60, 120, 3), 100, np.uint8)
+    mask = np.zeros((60, 120), np.uint8)
+    mask[10:50, 10:40] = 1  # left: pitting
+    mask[20:40, 80:110] = 3  # right: scratches
+    painted = overlay(image, mask, names, legend=False)
+    colors = {1: painted[30, 25], 3: painted[30, 95]}
+    assert not np.array_equal(colors[1], colors[3]) and not np.array_equal(colors[1], image[0, 0])
+    out = plot_overlay_grid([[image, painted]], ["pitting"], ["image", "truth"], tmp_path / "f6.png")
+    rgb = _rgb(out)
+    # the two panels: column runs mostly of the image's grey (the truth panel: grey and the colours)
+    grey = _near(rgb, image[0, 0], 3)
+    cols = np.nonzero(grey.sum(axis=0) > 20)[0]
+    panels = np.split(cols, np.nonzero(np.diff(cols) > 1)[0] + 1)
+    assert len(panels) == 2
+    x0, x1 = panels[1].min(), panels[1].max()
+    rows = np.nonzero(grey[:, x0 : x1 + 1].sum(axis=1) > 20)[0]
+    y0, y1 = rows.min(), rows.max()
+    for cls, color in colors.items():
+        ys, xs = np.nonzero(_near(rgb, color, 6))
+        assert len(ys) > 100, cls
+        assert xs.min() >= x0  # only in the truth panel, none in the plain image
+        # centred where the mask is, in panel coordinates
+        my, mx = (np.nonzero(mask == cls)[k].mean() for k in (0, 1))
+        assert (ys.mean() - y0) / (y1 - y0 + 1) == pytest.approx((my + 0.5) / mask.shape[0], abs=0.05)
+        assert (xs.mean() - x0) / (x1 - x0 + 1) == pytest.approx((mx + 0.5) / mask.shape[1], abs=0.05)
+        # and the same share of the panel as of the mask
+        share = len(ys) / ((y1 - y0 + 1) * (x1 - x0 + 1))
+        assert share == pytest.approx((mask == cls).mean(), rel=0.25)
+
+
+def test_format_seconds() -> None:
+    assert format_seconds(12.34) == "12.3 s"
+    assert format_seconds(600) == "10.0 min"
+    assert format_seconds(7200) == "2.00 h"
+    assert format_seconds(None) == format_seconds(float("nan")) == "n/a"

@@ -1,0 +1,283 @@
+"""The report's building blocks and its general sections: header, summary, deviations, runs, models, files.
+
+Each section is one small function that reads a :class:`ReportContext` (the config and the results handed
+in) and appends its markdown to a :class:`ReportDoc`, writing its tables as CSV on the way. The
+per-experiment sections (the paper's tables and Figs. 4-6) are in
+:mod:`steelkd.experiment.report_experiments`. Nothing here runs a model.
+
+Example:
+    >>> doc = ReportDoc(Path("out"))  # doctest: +SKIP
+    >>> summary_section(doc, ctx)  # doctest: +SKIP
+    >>> doc.lines[:2]  # doctest: +SKIP
+    ['## Summary', '']
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steelkd.config import NEU_SEG_CLASSES
+from steelkd.experiment.config import ExperimentConfig
+from steelkd.experiment.results import ExperimentData, ExperimentView, RunRecord, experiment_views
+from steelkd.paper import PAPER_EXPERIMENTS
+from steelkd.tables import MeanStd, Table, format_seconds
+
+__all__ = [
+    "ReportContext",
+    "ReportDoc",
+    "deviations_section",
+    "files_section",
+    "header_section",
+    "models_section",
+    "pretty_model_name",
+    "runs_section",
+    "summary_section",
+]
+
+
+# ------------------------------------------------------------------------------------------ the pieces
+class ReportDoc:
+    """The report being written: markdown lines, and the tables and figures written so far.
+
+    Args:
+        out_dir: the experiment's output directory (tables go to ``tables/``, figures to ``figures/``).
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.tables_dir = out_dir / "tables"
+        self.fig_dir = out_dir / "figures"
+        self.lines: list[str] = []
+        self.tables: list[Path] = []
+        self.figures: list[Path] = []
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def table_csv(self, table: Table, name: str) -> None:
+        """Write ``table`` to ``tables/<name>`` and list it."""
+        self.tables.append(table.to_csv(self.tables_dir / name))
+
+    def titled_table(self, table: Table, name: str) -> None:
+        """Write ``table`` as CSV and add it to the markdown under its bold title."""
+        self.table_csv(table, name)
+        self.add(f"**{table.title}**", "", table.to_markdown(), "")
+
+    def figure(self, path: Path, alt: str) -> None:
+        """List a written figure and embed it."""
+        self.figures.append(path)
+        self.add(f"![{alt}](figures/{path.name})", "")
+
+
+@dataclass
+class ReportContext:
+    """What every section reads: the config, the results, the deviations and derived views.
+
+    Attributes:
+        cfg: the experiment config.
+        data: the results (:class:`steelkd.experiment.results.ExperimentData`).
+        deviations: :func:`steelkd.experiment.deviations.paper_deviations` of this run.
+        seconds: wall time of the call so far.
+        views: the runs grouped by experiment.
+        paper_layout: the preset has the paper's structure (T1 -> S, T2 -> T1, T2 -> S): tables are tagged
+            with the paper's table numbers.
+        paper_models: its models are the paper's too: the paper's numbers are quoted.
+    """
+
+    cfg: ExperimentConfig
+    data: ExperimentData
+    deviations: list[str]
+    seconds: float
+    views: list[ExperimentView] = field(init=False)
+    paper_layout: bool = field(init=False)
+    paper_models: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.views = experiment_views(self.cfg, self.data.records)
+        ex = self.cfg.experiments
+        self.paper_layout = (
+            len(ex) == 3
+            and ex[0].teacher == ex[1].student
+            and ex[1].teacher == ex[2].teacher
+            and ex[0].student == ex[2].student
+        )
+        models = [(self.cfg.models[e.teacher].name, self.cfg.models[e.student].name) for e in ex]
+        self.paper_models = models == PAPER_EXPERIMENTS
+
+    @property
+    def defect(self) -> list[str]:
+        """The defect classes (no background)."""
+        return self.data.class_names[1:]
+
+    @property
+    def is_neu(self) -> bool:
+        return self.data.class_names == NEU_SEG_CLASSES
+
+    @property
+    def speed(self) -> dict[str, dict[str, Any]]:
+        """Benchmark row per model name."""
+        return {b["model"]: b for b in self.data.bench}
+
+
+def mean_std(recs: list[RunRecord], key: str, cls: str | None = None) -> MeanStd:
+    """Mean ± std over runs of metric ``key`` (of class ``cls`` for per-class metrics)."""
+    if cls is None:
+        return MeanStd.of([r.metrics.get(key, float("nan")) for r in recs])
+    return MeanStd.of([r.metrics.get(key, {}).get(cls, float("nan")) for r in recs])
+
+
+def pretty_model_name(model: str) -> str:
+    """``resunet_convnext_tiny_gc_ff`` -> ``ResUnet+ConvNeXt-tiny+GC+FF`` (the paper's naming).
+
+    Example:
+        >>> pretty_model_name("resunet_convnext_tiny_gc_ff")
+        'ResUnet+ConvNeXt-tiny+GC+FF'
+    """
+    parts = model.split("_")
+    if parts[:2] != ["resunet", "convnext"]:
+        return model
+    name = "ResUnet+ConvNeXt-" + (parts[2] if len(parts) > 2 else "")
+    for p in parts[3:]:
+        name += "+" + p.upper()
+    return name
+
+
+# ---------------------------------------------------------------------------------------- the sections
+def header_section(doc: ReportDoc, ctx: ReportContext) -> None:
+    """Title and the facts of the run: machine, versions, data, seeds, speed protocol, metrics, time."""
+    cfg, data, bench, size = ctx.cfg, ctx.data, ctx.data.bench, ctx.data.bench_size
+    doc.add(
+        f"# steelkd experiment report: {cfg.name}",
+        "",
+        f"- generated: {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        f"- machine: {data.machine} "
+        f"(benchmark and evaluation device: {bench[0]['device'] if bench else cfg.evaluate.device}; "
+        f"training accelerator setting: {cfg.train.accelerator})",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in data.versions.items()),
+        f"- data: {cfg.data.kind} at `{cfg.data.root}`; classes {', '.join(data.class_names)}; "
+        f"{data.n_train} training / {data.n_val} evaluation images, evaluated at full resolution",
+        f"- seeds: students {cfg.seeds} (mean ± sample std over seeds); "
+        f"teachers once with seed {cfg.seeds[0]}",
+        f"- speed: batch 1 at {size[0]}x{size[1]}, median of {cfg.bench.repeats} timed runs after "
+        f"{cfg.bench.warmup} warm-up runs, precision {cfg.bench.precision}, all models in one run",
+        f"- mDice = mean over the {len(ctx.defect)} defect classes of the dataset-level Dice per class; "
+        "Kaggle Dice = mean over image x class pairs (both empty = 1); see docs/evaluation.md",
+        f"- wall time of this call: {format_seconds(ctx.seconds)}; resolved config: `experiment_config.yaml`",
+        "",
+    )
+
+
+def summary_section(doc: ReportDoc, ctx: ReportContext) -> None:
+    """One line per experiment: the teacher's margin first, then what distillation did."""
+    doc.add("## Summary", "")
+    for v in ctx.views:
+        t = v.teacher.metrics["mdice"]
+        b, a = mean_std(v.baselines, "mdice"), mean_std(v.distilled, "mdice")
+        doc.add(
+            f"- **{v.spec.name}**: teacher `{v.spec.teacher}` "
+            f"({pretty_model_name(v.teacher.spec.config.model.name)}) "
+            f"mDice {t:.4f}; teacher margin over baseline student: {t - b.mean:+.3f} mDice; "
+            f"student `{v.spec.student}` ({pretty_model_name(v.baselines[0].spec.config.model.name)}) "
+            f"{b.format()} → {a.format()} after distillation ({a.mean - b.mean:+.4f} mDice)"
+        )
+    doc.add("")
+
+
+def deviations_section(doc: ReportDoc, ctx: ReportContext) -> None:
+    """Every deviation from the paper's recipe, and the recipe itself."""
+    doc.add("## Deviations from the paper's recipe", "")
+    doc.add(*([f"- {d}" for d in ctx.deviations] if ctx.deviations else ["- none"]))
+    doc.add(
+        "",
+        "The paper: AdamW, lr 1e-4, 80 epochs, batch 8, random crop + h/v flip + brightness/contrast, "
+        "τ = 1, CWD on the final class logits, Severstal defect images split 8:2, RTX 3090.",
+        "",
+    )
+
+
+def runs_section(doc: ReportDoc, ctx: ReportContext) -> None:
+    """Every run with its status, wall time and metrics (``tables/runs.csv``)."""
+    defect = ctx.defect
+    rows = []
+    for r in ctx.data.records:
+        m = r.metrics
+        rows.append(
+            [
+                r.spec.label,
+                r.spec.role,
+                r.spec.config.model.name,
+                "/".join(r.spec.uses),
+                r.spec.seed,
+                r.spec.teacher.label if r.spec.teacher else "",
+                r.status,
+                format_seconds(r.seconds),
+                m.get("mdice"),
+                m.get("kaggle_dice"),
+                m.get("miou"),
+                m.get("miou_bg"),
+                *[m.get("dice", {}).get(c) for c in defect],
+            ]
+        )
+    columns = ["run", "role", "model", "used as", "seed", "teacher", "status", "wall time", "mDice"]
+    columns += ["Kaggle Dice", "mIoU (defects)", "mIoU (incl. bg)", *[f"Dice {c}" for c in defect]]
+    table = Table("All runs", columns, rows)
+    doc.table_csv(table, "runs.csv")
+    doc.add(
+        "## Runs",
+        "",
+        table.to_markdown(),
+        "",
+        "Directories: `runs/<run>/` (reused when `model/model.json` exists; resumed from "
+        "`checkpoints/last.ckpt` otherwise).",
+        "",
+    )
+
+
+def models_section(doc: ReportDoc, ctx: ReportContext) -> None:
+    """The side-by-side benchmark of every model (``tables/models.csv``)."""
+    bench, size = ctx.data.bench, ctx.data.bench_size
+    roles_of: dict[str, list[str]] = {}
+    for role, spec in ctx.cfg.models.items():
+        roles_of.setdefault(spec.name, []).append(role)
+    rows = [
+        [
+            b["model"],
+            ", ".join(roles_of.get(b["model"], [])),
+            b["params"] / 1e6,
+            b["gmacs"],
+            b["latency_ms"],
+            b["fps"],
+        ]
+        for b in bench
+    ]
+    table = Table(
+        f"Models side by side ({bench[0]['device'] if bench else ''})",
+        ["model", "roles", "params (M)", "GMACs", "latency (ms, median)", "FPS"],
+        rows,
+        digits=2,
+    )
+    doc.table_csv(table, "models.csv")
+    doc.add(
+        "## Models side by side",
+        "",
+        f"One run on {bench[0]['device_name'] if bench else ''}, batch 1, {size[0]}x{size[1]}, "
+        f"precision {ctx.cfg.bench.precision}.",
+        "",
+        table.to_markdown(),
+        "",
+    )
+
+
+def files_section(doc: ReportDoc, ctx: ReportContext) -> None:
+    """What else ``OUT/`` holds."""
+    doc.add(
+        "## Files",
+        "",
+        "- `tables/*.csv`: every table above (mean, std and n columns for seeded values)",
+        "- `figures/*.png`, `bench.json`/`bench.csv`, `results.json` (all metrics), "
+        "`runs/<run>/eval-*.json` (per-model evaluation)",
+        "",
+    )

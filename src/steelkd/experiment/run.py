@@ -1,0 +1,308 @@
+"""Running an experiment's plan: train (or reuse, or resume) every run, evaluate, benchmark, predict examples.
+
+Everything that needs a model happens here, and :func:`run_plan` hands the outcome back as a plain
+:class:`~steelkd.experiment.results.ExperimentData` (metrics, benchmark rows, the Fig. 6 examples with
+each needed run's prediction), from which the report is assembled without running any model.
+
+Example:
+    >>> from steelkd.experiment.plan import plan_experiment
+    >>> data = run_plan(cfg, plan_experiment(cfg, "demo_out"))  # doctest: +SKIP
+    >>> data.records[0].metrics["mdice"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from steelkd.config import parse_size
+from steelkd.data import equal_size_batches
+from steelkd.evaluate import evaluate_model, predict_logits, save_metrics_json
+from steelkd.experiment.config import ExperimentConfig
+from steelkd.experiment.plan import RunSpec
+from steelkd.experiment.results import (
+    ExampleImage,
+    Examples,
+    ExperimentData,
+    RunRecord,
+    experiment_views,
+)
+from steelkd.io import atomic_write_text
+from steelkd.tables import format_seconds
+
+__all__ = ["RUN_INFO", "FitFn", "run_plan", "train_runs", "versions"]
+
+log = logging.getLogger("steelkd.experiment")
+
+FitFn = Callable[..., Any]
+
+#: Written into each run directory once the run is trained: role, seed, hash, wall time.
+RUN_INFO = "steelkd_run.json"
+
+
+def run_plan(
+    cfg: ExperimentConfig, plan: list[RunSpec], *, fit: FitFn | None = None, progress: bool = False
+) -> ExperimentData:
+    """Train (or reuse) every run of ``plan``, evaluate each, benchmark the models, predict the examples.
+
+    Args:
+        cfg: the experiment config.
+        plan: the runs (:func:`steelkd.experiment.plan.plan_experiment`).
+        fit: the training function (default :func:`steelkd.engine.fit`); called as
+            ``fit(config, progress=..., resume=...)``.
+        progress: show Lightning's progress bar during training.
+    """
+    from steelkd.data import build_datasets
+    from steelkd.runtime import device_name
+
+    records, trained = train_runs(plan, fit or _default_fit(), progress)
+    train_ds, val_ds = build_datasets(cfg.data)
+    cache = _ModelCache()
+    _evaluate_runs(cfg, records, val_ds, cache)
+    if cfg.bench.size:
+        size = parse_size(cfg.bench.size)
+    else:
+        img, _ = val_ds[0]
+        size = (int(img.shape[-2]), int(img.shape[-1]))
+    bench = _bench_runs(cfg, records, size, cache)
+    examples = _examples(cfg, records, val_ds, cache)
+    return ExperimentData(
+        records=records,
+        trained=trained,
+        bench=bench,
+        bench_size=size,
+        class_names=list(val_ds.class_names),
+        n_train=len(train_ds),
+        n_val=len(val_ds),
+        examples=examples,
+        versions=versions(),
+        machine=device_name(bench[0]["device"]) if bench else device_name("cpu"),
+    )
+
+
+def versions() -> dict[str, str]:
+    """Versions of python, torch, timm, lightning and steelkd."""
+    import lightning
+    import timm
+
+    import steelkd
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "lightning": lightning.__version__,
+        "steelkd": steelkd.__version__,
+    }
+
+
+def _default_fit() -> FitFn:
+    from steelkd.engine import fit
+
+    return fit
+
+
+# ---------------------------------------------------------------------------------------------- training
+def train_runs(plan: list[RunSpec], fit: FitFn, progress: bool) -> tuple[list[RunRecord], int]:
+    """Train, resume or reuse each run in order; returns the records and how many were trained/resumed."""
+    records: list[RunRecord] = []
+    trained = 0
+    n = len(plan)
+    for i, spec in enumerate(plan, 1):
+        what = (
+            f"{spec.label} ({spec.config.model.name}, {'/'.join(spec.uses)}, seed {spec.seed}"
+            + (f", teacher {spec.teacher.label}" if spec.teacher else "")
+            + ")"
+        )
+        info_path = spec.dir / RUN_INFO
+        if (spec.model_dir / "model.json").is_file():
+            seconds = None
+            if info_path.is_file():
+                seconds = json.loads(info_path.read_text()).get("seconds")
+            log.info("[%d/%d] reuse %s", i, n, what)
+            records.append(RunRecord(spec, "reused", seconds))
+            continue
+        if spec.teacher is not None and not (spec.teacher.model_dir / "model.json").is_file():
+            raise FileNotFoundError(f"{spec.teacher.model_dir}: teacher model missing for {spec.label}")
+        resume = spec.dir / "checkpoints" / "last.ckpt"
+        resume_arg = str(resume) if resume.is_file() else None
+        log.info("[%d/%d] %s %s", i, n, "resume" if resume_arg else "train", what)
+        spec.dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        result = fit(copy.deepcopy(spec.config), progress=progress, resume=resume_arg)
+        seconds = float(getattr(result, "seconds", 0.0) or (time.perf_counter() - t0))
+        if not (spec.model_dir / "model.json").is_file():
+            raise FileNotFoundError(f"{spec.model_dir}: training finished but wrote no model")
+        status = "resumed" if resume_arg else "trained"
+        _write_run_info(spec, seconds, status)
+        log.info("[%d/%d] done %s in %s", i, n, spec.label, format_seconds(seconds))
+        records.append(RunRecord(spec, status, seconds))
+        trained += 1
+    return records, trained
+
+
+def _write_run_info(spec: RunSpec, seconds: float, status: str) -> None:
+    info = {
+        "key": spec.key,
+        "role": spec.role,
+        "uses": spec.uses,
+        "seed": spec.seed,
+        "hash": spec.hash,
+        "model": spec.config.model.name,
+        "teacher": spec.teacher.label if spec.teacher else None,
+        "seconds": seconds,
+        "status": status,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    atomic_write_text(spec.dir / RUN_INFO, json.dumps(info, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------- evaluation and benchmark
+class _ModelCache:
+    """Trained models loaded once per experiment call (kept on the CPU between uses)."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, torch.nn.Module] = {}
+
+    def get(self, rec: RunRecord) -> torch.nn.Module:
+        from steelkd.models import load_model
+
+        if rec.spec.label not in self.models:
+            self.models[rec.spec.label] = load_model(rec.spec.model_dir)[0].eval()
+        return self.models[rec.spec.label]
+
+    def release(self) -> None:
+        for m in self.models.values():
+            m.to("cpu")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _eval_key(cfg: ExperimentConfig) -> str:
+    d = {"data": asdict(cfg.data), "precision": cfg.evaluate.precision}
+    d["data"].pop("num_workers", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def _evaluate_runs(cfg: ExperimentConfig, records: list[RunRecord], val_ds: Any, cache: _ModelCache) -> None:
+    key = _eval_key(cfg)
+    for i, rec in enumerate(records, 1):
+        path = rec.spec.dir / f"eval-{key}.json"
+        if path.is_file():
+            rec.metrics = json.loads(path.read_text())
+            continue
+        log.info("[eval %d/%d] %s on %d images", i, len(records), rec.spec.label, len(val_ds))
+        model = cache.get(rec)
+        rec.metrics = evaluate_model(
+            model,
+            val_ds,
+            batch_size=cfg.evaluate.batch_size,
+            device=cfg.evaluate.device,
+            precision=cfg.evaluate.precision,
+            num_workers=cfg.evaluate.num_workers,
+        )
+        save_metrics_json(rec.metrics, path)
+        cache.release()
+        log.info(
+            "[eval %d/%d] %s mDice %.4f (%.1f s)",
+            i,
+            len(records),
+            rec.spec.label,
+            rec.metrics["mdice"],
+            rec.metrics["seconds"],
+        )
+
+
+def _bench_runs(
+    cfg: ExperimentConfig, records: list[RunRecord], size: tuple[int, int], cache: _ModelCache
+) -> list[dict[str, Any]]:
+    from steelkd.bench import benchmark_models
+
+    first: dict[str, RunRecord] = {}
+    for rec in records:  # one model per architecture: speed does not depend on the weights
+        name = rec.spec.config.model.name
+        if name not in first or (
+            rec.spec.label in cache.models and first[name].spec.label not in cache.models
+        ):
+            first[name] = rec
+    models = {name: cache.get(rec) for name, rec in first.items()}
+    log.info("[bench] %d models at %dx%d, %d repeats", len(models), size[0], size[1], cfg.bench.repeats)
+    return benchmark_models(
+        models,
+        size,
+        repeats=cfg.bench.repeats,
+        warmup=cfg.bench.warmup,
+        device=cfg.bench.device,
+        precision=cfg.bench.precision,
+    )
+
+
+# ------------------------------------------------------------------------------------ Fig. 6 examples
+def _examples(cfg: ExperimentConfig, records: list[RunRecord], val_ds: Any, cache: _ModelCache) -> Examples:
+    """The Fig. 6 examples and the predictions on them of each experiment's baseline, distilled, teacher."""
+    picked = _pick_examples(val_ds, cfg.evaluate.overlay_scan)
+    examples = Examples(scanned=min(len(val_ds), cfg.evaluate.overlay_scan))
+    if not picked:
+        return examples
+    for cls, idx in picked.items():
+        examples.images.append(
+            ExampleImage(
+                cls=cls,
+                index=idx,
+                image_id=str(val_ds.ids[idx]),
+                image=np.asarray(val_ds.read_image(idx)),
+                truth=np.asarray(val_ds.read_mask(idx)),
+            )
+        )
+    needed = [r for v in experiment_views(cfg, records) for r in (v.baselines[0], v.distilled[0], v.teacher)]
+    examples.predictions = _example_predictions(cfg, needed, val_ds, sorted(set(picked.values())), cache)
+    return examples
+
+
+def _pick_examples(val_ds: Any, n_scan: int) -> dict[int, int]:
+    """For each defect class, the index of the scanned val image with the most pixels of it."""
+    best: dict[int, tuple[int, int]] = {}
+    for i in range(min(len(val_ds), max(1, n_scan))):
+        m = np.asarray(val_ds.read_mask(i))
+        counts = np.bincount(m.reshape(-1), minlength=len(val_ds.class_names))
+        for c in range(1, len(counts)):
+            if counts[c] > best.get(c, (0, -1))[0]:
+                best[c] = (int(counts[c]), i)
+    return {c: i for c, (_, i) in sorted(best.items())}
+
+
+def _example_predictions(
+    cfg: ExperimentConfig, recs: list[RunRecord], val_ds: Any, idxs: list[int], cache: _ModelCache
+) -> dict[str, dict[int, np.ndarray]]:
+    """Label maps of the example images for each run (run label -> image index -> H x W)."""
+    inputs = {i: val_ds[i][0] for i in idxs}
+    batches = equal_size_batches([tuple(inputs[i].shape) for i in idxs], max(1, cfg.evaluate.batch_size))
+    out: dict[str, dict[int, np.ndarray]] = {}
+    for rec in recs:
+        if rec.spec.label in out:
+            continue
+        model = cache.get(rec)
+        preds: dict[int, np.ndarray] = {}
+        for batch in batches:
+            chunk = [idxs[j] for j in batch]
+            logits = predict_logits(
+                model,
+                torch.stack([inputs[i] for i in chunk]),
+                device=cfg.evaluate.device,
+                precision=cfg.evaluate.precision,
+            )
+            for i, lm in zip(chunk, logits.argmax(1).numpy().astype(np.uint8), strict=True):
+                preds[i] = lm
+        out[rec.spec.label] = preds
+    cache.release()
+    return out
