@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from steelkd.models import load_model, make_card, save_model
 from steelkd.config import SEVERSTAL_CLASSES
-from steelkd.models import create_model
+from steelkd.models import create_model, load_model, make_card, save_model
 
 
 def test_round_trip_keeps_weights_and_card(tmp_path: Path) -> None:

@@ -113,11 +113,20 @@ def evaluate_model(
         metric.update(logits.argmax(1), masks.long())
         n += images.shape[0]
     seconds = time.perf_counter() - t0
-    res = metric.compute()
-    defect = class_names[1:]
-    out: dict[str, Any] = {
+    return {
         "num_images": n,
         "class_names": class_names,
+        **_named(metric.compute(), class_names),
+        "device": str(dev),
+        "precision": str(precision),
+        "seconds": seconds,
+    }
+
+
+def _named(res: dict[str, Any], class_names: list[str]) -> dict[str, Any]:
+    """SegMetrics.compute() with per-class values keyed by defect-class name, plain floats."""
+    defect = class_names[1:]
+    return {
         "dice": {c: _f(v) for c, v in zip(defect, _seq(res["dice"]), strict=True)},
         "mdice": _f(res["mdice"]),
         "iou": {c: _f(v) for c, v in zip(defect, _seq(res["iou"]), strict=True)},
@@ -127,11 +136,7 @@ def evaluate_model(
         "kaggle_dice_per_class": {
             c: _f(v) for c, v in zip(defect, _seq(res.get("kaggle_dice_per_class", [])), strict=False)
         },
-        "device": str(dev),
-        "precision": str(precision),
-        "seconds": seconds,
     }
-    return out
 
 
 def _f(v: Any) -> float:

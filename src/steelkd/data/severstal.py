@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,56 +88,22 @@ def read_train_csv(
     seen: dict[tuple[str, int], int] = {}
     with p.open(newline="") as fh:
         reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"{p}: empty file, expected a header {','.join(_NEW_HEADER)}")
-        header = [h.strip().lstrip("\ufeff") for h in header]
-        if header == _NEW_HEADER:
-            old = False
-        elif header == _OLD_HEADER:
-            old = True
-        else:
-            raise ValueError(
-                f"{p}: unknown header {','.join(header)!r}; expected "
-                f"{','.join(_NEW_HEADER)!r} or {','.join(_OLD_HEADER)!r}"
-            )
-        ncol = 2 if old else 3
+        old = _read_header(reader, p)
         for row in reader:
             line = reader.line_num
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # blank line
-            image_id = row[0].strip()
-            where = f"{p}, line {line} (ImageId {image_id or '?'})"
-            if len(row) != ncol:
-                raise ValueError(f"{where}: expected {ncol} fields, got {len(row)}")
-            if old:
-                image_id, sep, cls_txt = image_id.rpartition("_")
-                where = f"{p}, line {line} (ImageId {image_id or row[0].strip()})"
-                if not sep or not image_id:
-                    raise ValueError(f"{where}: ImageId_ClassId {row[0].strip()!r} has no '_<class>' suffix")
-                rle = row[1]
-            else:
-                cls_txt, rle = row[1], row[2]
-            if not image_id:
-                raise ValueError(f"{where}: empty ImageId")
-            try:
-                cls = int(cls_txt.strip())
-            except ValueError:
-                raise ValueError(f"{where}: ClassId {cls_txt.strip()!r} is not an integer") from None
-            if not 1 <= cls <= num_classes:
-                raise ValueError(f"{where}: ClassId {cls} is outside 1..{num_classes}")
-            if is_empty_rle(rle):
-                continue
-            rle = rle.strip()
-            try:
-                rle_runs(rle, shape)
-            except ValueError as exc:
-                raise ValueError(f"{where}: bad EncodedPixels: {exc}") from None
-            key = (image_id, cls)
+            parsed = _parse_row(row, f"{p}, line {line}", old, num_classes, shape)
+            if parsed is None:
+                continue  # an empty mask
+            key = (parsed[0], parsed[1])
             if key in seen:
-                raise ValueError(f"{where}: second mask for class {cls} (first on line {seen[key]})")
+                raise ValueError(
+                    f"{p}, line {line} (ImageId {parsed[0]}): second mask for class {parsed[1]} "
+                    f"(first on line {seen[key]})"
+                )
             seen[key] = line
-            rows.append((image_id, cls, rle))
+            rows.append(parsed)
     table = pd.DataFrame(rows, columns=_NEW_HEADER)
     table["ClassId"] = table["ClassId"].astype(np.int64)
     table["ImageId"] = table["ImageId"].astype(str)
@@ -145,6 +111,57 @@ def read_train_csv(
     if image_dir is not None:
         check_images(table["ImageId"].unique(), image_dir)
     return table
+
+
+def _read_header(reader: Iterator[list[str]], p: Path) -> bool:
+    """Check the header row; ``True`` for the old ``ImageId_ClassId,EncodedPixels`` layout."""
+    header = next(reader, None)
+    if header is None:
+        raise ValueError(f"{p}: empty file, expected a header {','.join(_NEW_HEADER)}")
+    header = [h.strip().lstrip("\ufeff") for h in header]
+    if header == _NEW_HEADER:
+        return False
+    if header == _OLD_HEADER:
+        return True
+    raise ValueError(
+        f"{p}: unknown header {','.join(header)!r}; expected "
+        f"{','.join(_NEW_HEADER)!r} or {','.join(_OLD_HEADER)!r}"
+    )
+
+
+def _parse_row(
+    row: list[str], at: str, old: bool, num_classes: int, shape: tuple[int, int] | None
+) -> tuple[str, int, str] | None:
+    """``(ImageId, ClassId, EncodedPixels)`` of one data row (``None``: empty mask); errors name ``at``."""
+    image_id = row[0].strip()
+    where = f"{at} (ImageId {image_id or '?'})"
+    ncol = 2 if old else 3
+    if len(row) != ncol:
+        raise ValueError(f"{where}: expected {ncol} fields, got {len(row)}")
+    if old:
+        image_id, sep, cls_txt = image_id.rpartition("_")
+        where = f"{at} (ImageId {image_id or row[0].strip()})"
+        if not sep or not image_id:
+            raise ValueError(f"{where}: ImageId_ClassId {row[0].strip()!r} has no '_<class>' suffix")
+        rle = row[1]
+    else:
+        cls_txt, rle = row[1], row[2]
+    if not image_id:
+        raise ValueError(f"{where}: empty ImageId")
+    try:
+        cls = int(cls_txt.strip())
+    except ValueError:
+        raise ValueError(f"{where}: ClassId {cls_txt.strip()!r} is not an integer") from None
+    if not 1 <= cls <= num_classes:
+        raise ValueError(f"{where}: ClassId {cls} is outside 1..{num_classes}")
+    if is_empty_rle(rle):
+        return None
+    rle = rle.strip()
+    try:
+        rle_runs(rle, shape)
+    except ValueError as exc:
+        raise ValueError(f"{where}: bad EncodedPixels: {exc}") from None
+    return image_id, cls, rle
 
 
 def list_images(image_dir: str | Path) -> list[str]:
