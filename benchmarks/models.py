@@ -89,7 +89,7 @@ def _design_params(
             mods.append(FeatureFusion(([c[3]] if ff_levels == 4 else []) + dec, width))
             prev = width
         mods.append(nn.Conv2d(prev, 5, 1))
-        return sum(p.numel() for m in mods for p in m.parameters()) / 1e6
+        return sum(count_params(m) for m in mods) / 1e6
 
 
 def search_designs(top: int = 15) -> str:

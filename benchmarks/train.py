@@ -26,9 +26,10 @@ from typing import Any
 
 import torch
 
-from steelkd.bench import device_name
+from steelkd.config import parse_size
 from steelkd.losses import ChannelWiseDivergence, WeightedCrossEntropy
 from steelkd.models import create_model
+from steelkd.runtime import autocast_dtype, device_name, resolve_device
 
 
 def _timed(fn: Any, repeats: int, warmup: int, device: torch.device) -> float:
@@ -48,8 +49,8 @@ def _timed(fn: Any, repeats: int, warmup: int, device: torch.device) -> float:
 
 def _child(job: dict[str, Any], queue: Any) -> None:
     torch.manual_seed(0)
-    device = torch.device(job["device"])
-    dtype = torch.bfloat16 if job["precision"] == "bf16" else None
+    device = resolve_device(job["device"])
+    dtype = autocast_dtype(job["precision"])
     n, (h, w), classes = job["batch"], job["crop"], job["classes"]
     x = torch.randn(n, 3, h, w, device=device)
     y = torch.randint(0, classes, (n, h, w), device=device)
@@ -130,10 +131,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--precisions", default="fp32,bf16")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     args = ap.parse_args()
-    h, w = (int(v) for v in args.crop.lower().split("x"))
-    print(f"device: {device_name()}  torch {torch.__version__}")
+    h, w = parse_size(args.crop)
+    print(f"device: {device_name(resolve_device(args.device))}  torch {torch.__version__}")
     print(
         f"teacher {args.teacher}, student {args.student}, batch {args.batch}, crop {h}x{w}, "
         f"median of {args.repeats} steps after {args.warmup} warm-up\n"

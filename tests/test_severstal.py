@@ -16,13 +16,10 @@ from steelkd.data.severstal import (
     check_images,
     image_classes,
     label_map,
-    load_or_create_split,
-    load_split,
-    make_split,
     overlap_stats,
     read_train_csv,
-    save_split,
 )
+from steelkd.data.split import load_or_create_split, load_split, make_split, save_split
 
 
 def write_new_layout(table: pd.DataFrame, path: Path) -> Path:

@@ -102,7 +102,8 @@ def split_cmd(
     ),
 ) -> None:
     """Write a deterministic train/test split by image, stratified by the set of classes present."""
-    from steelkd.data.severstal import image_classes, list_images, make_split, read_train_csv, save_split
+    from steelkd.data.severstal import image_classes, list_images, read_train_csv
+    from steelkd.data.split import make_split, save_split
 
     with user_errors():
         csv_path = data if data.is_file() else data / "train.csv"

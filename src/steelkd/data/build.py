@@ -23,10 +23,10 @@ from steelkd.data.severstal import (
     SeverstalDataset,
     image_classes,
     list_images,
-    load_or_create_split,
     masks_by_image,
     read_train_csv,
 )
+from steelkd.data.split import load_or_create_split
 from steelkd.data.transforms import build_train_transform
 
 __all__ = ["build_datasets", "class_pixel_counts", "split_path"]
