@@ -114,7 +114,8 @@ def main() -> None:
     _steelkd("evaluate", "--model", str(kd / "model"), "--config", str(cfg), "--set", *COMMON, *data,
              "--device", "cpu", "--out", str(ev))
     metrics = json.loads(ev.read_text())
-    metrics.pop("seconds", None)
+    for key in ("seconds", "model", "data"):  # wall time and the paths of this run's work folder
+        metrics.pop(key, None)
     out["evaluate"] = hashlib.sha256(json.dumps(metrics, sort_keys=True).encode()).hexdigest()[:16]
     images = work / "data" / "train_images"
     _steelkd("predict", "--model", str(kd / "model"), "--input", str(images), "--out", str(work / "pred"),

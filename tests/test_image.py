@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import require_shared
 from steelkd.card import ModelCard
 from steelkd.data.image import image_size, normalize, read_image
 
@@ -79,3 +81,14 @@ def test_model_card_reader_validates_and_refuses_pixel_scale_statistics() -> Non
         ModelCard.from_dict({}, "m.json")
     with pytest.raises(ValueError, match="3 means"):
         ModelCard.from_dict({"num_classes": 2, "normalization": {"mean": [0.1, 0.2]}}, "m.json")
+
+
+@pytest.mark.realdata
+def test_pillow_decodes_the_real_jpegs_as_opencv_did() -> None:
+    """Training read with OpenCV before the decoders were unified: Pillow gives the same pixels."""
+    files = sorted(require_shared("severstal", "train_images").glob("*.jpg"))
+    files += sorted(require_shared("neu_seg", "images", "test").glob("*.jpg"))[:200]
+    assert len(files) >= 200
+    for f in files:
+        ref = cv2.cvtColor(cv2.imread(str(f), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(read_image(f), ref, err_msg=str(f))
