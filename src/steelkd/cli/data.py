@@ -1,4 +1,4 @@
-"""``steelkd data ...``: synthetic data, data-set statistics and the train/test split."""
+"""``steelkd data ...``: annotation import, synthetic data, data-set statistics and the train/test split."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from rich.table import Table
 
 from steelkd.cli._common import console, user_errors
 
-data_app = typer.Typer(help="Data sets: synthetic data, statistics, train/test split.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Data sets: annotation import, synthetic data, statistics, train/test split.", no_args_is_help=True
+)
 
 
 def _stats_table(stats: dict[str, Any], names: list[str]) -> Table:
@@ -115,6 +117,43 @@ def split_cmd(
         f"wrote {out}: train {split['sizes']['train']} images, test {split['sizes']['test']} images "
         f"(seed {seed}, {len(split['groups'])} class-set groups)"
     )
+
+
+@data_app.command("import")
+def import_cmd(
+    fmt: str = typer.Option(..., "--format", help="cvat-mask, labelme, coco or mask-suffix."),
+    src: Path = typer.Option(..., "--src", help="The export folder (the COCO JSON file for coco)."),
+    out: Path = typer.Option(..., "--out", help="Destination folder (images/, masks/, classes.yaml)."),
+    classes: str = typer.Option(
+        None, "--classes", help="Comma-separated class names in id order 1..K (default: the labels found)."
+    ),
+    images: Path = typer.Option(None, "--images", help="Folder of the image files (default: per format)."),
+    keep_unannotated: bool = typer.Option(
+        False, "--keep-unannotated", help="Import images no annotation mentions, as defect-free."
+    ),
+    suffix: str = typer.Option("_GT", "--suffix", help="mask-suffix: mask of NAME.ext is NAME<suffix>.png."),
+    masks: Path = typer.Option(None, "--masks", help="mask-suffix: folder of the masks (default: --src)."),
+    mask_values: str = typer.Option(
+        "auto", "--mask-values", help="mask-suffix: auto, binary (non-zero = one class) or index."
+    ),
+) -> None:
+    """Import annotations into the flat folder layout (images/, masks/, classes.yaml) training reads."""
+    from steelkd.data.importers import ImportOptions, import_annotations
+    from steelkd.data.importers.common import parse_class_list
+
+    with user_errors():
+        opts = ImportOptions(
+            classes=parse_class_list(classes),
+            images=images,
+            keep_unannotated=keep_unannotated,
+            suffix=suffix,
+            masks=masks,
+            mask_values=mask_values,
+        )
+        report = import_annotations(fmt, src, out, opts)
+    console.print(f"imported {fmt} from {src} into {out}", highlight=False)
+    for line in report.lines():
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
