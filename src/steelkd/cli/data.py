@@ -59,7 +59,9 @@ def synth(
 @data_app.command()
 def stats(
     data: Path = typer.Option(..., "--data", help="Data set folder (or a Severstal train.csv)."),
-    kind: str = typer.Option("severstal", "--kind", help="severstal (train.csv + train_images/) or folder."),
+    kind: str = typer.Option(
+        "severstal", "--kind", help="severstal (train.csv + train_images/) or folder (flat or split)."
+    ),
     split: list[str] = typer.Option(None, "--split", help="folder kind: sub-folders to count (default all)."),
     class_names: str = typer.Option(
         None, "--class-names", help="Comma-separated label names, background first (folder kind)."
@@ -79,7 +81,8 @@ def stats(
         elif kind == "folder":
             st = folder_stats(data, splits=split or None, class_names=names)
             names = st["class_names"]
-            where = f"{st['root']} (splits: {', '.join(st['splits'])})"
+            layout = f"splits: {', '.join(st['splits'])}" if st["splits"] else "flat"
+            where = f"{st['root']} ({layout})"
         else:
             raise ValueError(f"--kind: expected severstal or folder, got {kind!r}")
     console.print(f"data: {where}")
@@ -93,29 +96,47 @@ def stats(
 
 @data_app.command("split")
 def split_cmd(
-    data: Path = typer.Option(..., "--data", help="Severstal-layout folder (train.csv + train_images/)."),
-    out: Path = typer.Option(..., "--out", help="Split file to write (JSON)."),
+    data: Path = typer.Option(
+        ..., "--data", help="Severstal layout (train.csv + train_images/) or flat folder (images/ + masks/)."
+    ),
+    out: Path = typer.Option(
+        None, "--out", help="Split file (JSON) [default: DATA/steelkd_split.json, which training reads]."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the shuffle."),
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of images in the test split."),
     include_defect_free: bool = typer.Option(
         False,
         "--include-defect-free",
-        help="Also split images without any mask (default: defect images only).",
+        help="Severstal: also split images without any mask (default: defect images only). "
+        "A flat folder always splits all its images.",
     ),
 ) -> None:
     """Write a deterministic train/test split by image, stratified by the set of classes present."""
+    from steelkd.data.build import SPLIT_FILENAME, folder_split
+    from steelkd.data.folder import is_flat
     from steelkd.data.severstal import image_classes, list_images, read_train_csv
     from steelkd.data.split import make_split, save_split
 
     with user_errors():
-        csv_path = data if data.is_file() else data / "train.csv"
-        table = read_train_csv(csv_path)
-        extra = list_images(csv_path.parent / "train_images") if include_defect_free else []
-        split = make_split(image_classes(table, extra), seed=seed, test_fraction=test_fraction)
-        save_split(split, out)
+        if data.is_dir() and is_flat(data):
+            target = out or data / SPLIT_FILENAME
+            split = folder_split(data, target, seed=seed, test_fraction=test_fraction, reuse=False)
+        else:
+            csv_path = data if data.is_file() else data / "train.csv"
+            target = out or csv_path.parent / SPLIT_FILENAME
+            if not csv_path.is_file():
+                raise FileNotFoundError(
+                    f"{data}: neither train.csv (Severstal layout) nor images/ + masks/ (flat folder)"
+                )
+            table = read_train_csv(csv_path)
+            extra = list_images(csv_path.parent / "train_images") if include_defect_free else []
+            split = make_split(image_classes(table, extra), seed=seed, test_fraction=test_fraction)
+            save_split(split, target)
     console.print(
-        f"wrote {out}: train {split['sizes']['train']} images, test {split['sizes']['test']} images "
-        f"(seed {seed}, {len(split['groups'])} class-set groups)"
+        f"wrote {target}: train {split['sizes']['train']} images, test {split['sizes']['test']} images "
+        f"(seed {seed}, {len(split['groups'])} class-set groups)",
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -151,7 +172,7 @@ def import_cmd(
             mask_values=mask_values,
         )
         report = import_annotations(fmt, src, out, opts)
-    console.print(f"imported {fmt} from {src} into {out}", highlight=False)
+    console.print(f"imported {fmt} from {src} into {out}", highlight=False, soft_wrap=True)
     for line in report.lines():
         console.print(f"  {line}", highlight=False, soft_wrap=True)
 

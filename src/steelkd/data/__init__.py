@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from steelkd.data.batching import EqualSizeBatchSampler, SizeBatcher, equal_size_batches
 from steelkd.data.build import build_datasets, class_pixel_counts, split_path
-from steelkd.data.dataset import SegDataset
+from steelkd.data.dataset import SegDataset, check_items
 from steelkd.data.folder import FolderDataset
 from steelkd.data.image import IMAGE_EXTENSIONS, MEAN, STD, denormalize, image_size, normalize, read_image
 from steelkd.data.rle import rle_decode, rle_encode
@@ -26,6 +26,7 @@ __all__ = [
     "SeverstalDataset",
     "SizeBatcher",
     "build_datasets",
+    "check_items",
     "class_pixel_counts",
     "denormalize",
     "equal_size_batches",

@@ -12,13 +12,15 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from steelkd.config import DataConfig
+from steelkd.config import SEVERSTAL_CLASSES, DataConfig
 from steelkd.data import synth
 from steelkd.data.dataset import SegDataset
-from steelkd.data.folder import FolderDataset
+from steelkd.data.folder import FLAT_MASKS, FolderDataset, MaskClasses, is_flat, pair_files
+from steelkd.data.importers.common import CLASSES_FILENAME, read_classes_yaml
 from steelkd.data.severstal import (
     SeverstalDataset,
     image_classes,
@@ -26,12 +28,12 @@ from steelkd.data.severstal import (
     masks_by_image,
     read_train_csv,
 )
-from steelkd.data.split import load_or_create_split
+from steelkd.data.split import load_or_create_split, make_split, save_split
 from steelkd.data.transforms import build_train_transform
 
-__all__ = ["build_datasets", "class_pixel_counts", "split_path"]
+__all__ = ["build_datasets", "class_pixel_counts", "folder_class_names", "folder_split", "split_path"]
 
-#: Default split file name inside a Severstal-layout root.
+#: Default split file name inside a Severstal-layout or flat-folder root.
 SPLIT_FILENAME = "steelkd_split.json"
 
 
@@ -69,10 +71,66 @@ def _severstal(cfg: DataConfig) -> tuple[SeverstalDataset, SeverstalDataset]:
     return train, val
 
 
+def folder_class_names(cfg: DataConfig) -> list[str]:
+    """The class names of a folder data set: ``<root>/classes.yaml`` when there is one, checked.
+
+    ``data.class_names`` left at its default (Severstal's five names) counts as unset and is filled from
+    ``classes.yaml``; any other list must equal it. Without ``classes.yaml``: ``data.class_names``.
+
+    Raises:
+        ValueError: ``data.class_names`` and ``classes.yaml`` disagree (both named).
+
+    Example:
+        >>> folder_class_names(DataConfig(kind="folder", root="data/mine"))  # doctest: +SKIP
+        ['background', 'scratch', 'dent']
+    """
+    path = Path(cfg.root) / CLASSES_FILENAME
+    if not path.is_file():
+        return list(cfg.class_names)
+    names = [c.name for c in read_classes_yaml(path)]
+    if list(cfg.class_names) not in (names, SEVERSTAL_CLASSES):
+        raise ValueError(
+            f"data.class_names {list(cfg.class_names)} differ from {path} {names}: "
+            "set them equal or remove data.class_names from the config"
+        )
+    return names
+
+
+def folder_split(
+    root: str | Path, path: str | Path, seed: int = 0, test_fraction: float = 0.2, reuse: bool = True
+) -> dict[str, Any]:
+    """The train/test split of a flat folder (``images/`` + ``masks/``), stratified by classes present.
+
+    Args:
+        root: the data set root.
+        path: the split file.
+        seed, test_fraction: of a new split (:func:`steelkd.data.split.make_split`).
+        reuse: keep an existing file (training); ``False`` writes a new one (``steelkd data split``).
+
+    Returns:
+        The split dict (``train`` and ``test``: image file names).
+    """
+    r = Path(root)
+    classes = MaskClasses(pair_files(r / "images", r / FLAT_MASKS))
+    if reuse:
+        return load_or_create_split(path, classes, seed=seed, test_fraction=test_fraction)
+    split = make_split(classes, seed=seed, test_fraction=test_fraction)
+    save_split(split, path)
+    return split
+
+
 def _folder(cfg: DataConfig) -> tuple[FolderDataset, FolderDataset]:
     transform = build_train_transform(cfg.crop, cfg.hflip, cfg.vflip, cfg.brightness_contrast)
-    train = FolderDataset(cfg.root, cfg.train_split, cfg.class_names, transform)
-    val = FolderDataset(cfg.root, cfg.val_split, cfg.class_names, None)
+    names = folder_class_names(cfg)
+    if is_flat(cfg.root):
+        split = folder_split(cfg.root, split_path(cfg), seed=cfg.seed, test_fraction=cfg.test_fraction)
+        train = FolderDataset(
+            cfg.root, None, names, transform, masks_dirname=FLAT_MASKS, names=split["train"]
+        )
+        val = FolderDataset(cfg.root, None, names, None, masks_dirname=FLAT_MASKS, names=split["test"])
+    else:
+        train = FolderDataset(cfg.root, cfg.train_split, names, transform)
+        val = FolderDataset(cfg.root, cfg.val_split, names, None)
     for ds, cap in ((train, cfg.max_train_images), (val, cfg.max_val_images)):
         if cap and cap > 0:
             ds.ids, ds.image_paths, ds.mask_paths = ds.ids[:cap], ds.image_paths[:cap], ds.mask_paths[:cap]
@@ -85,7 +143,10 @@ def build_datasets(cfg: DataConfig) -> tuple[SegDataset, SegDataset]:
     * ``severstal``: ``root/train.csv`` + ``root/train_images``; the split file is ``cfg.split_file``
       or ``<root>/steelkd_split.json``, created (seeded by ``cfg.seed``) when missing, reused after.
       With ``defect_only`` only images with at least one mask take part (the paper).
-    * ``folder``: ``root/images/<train_split|val_split>`` + ``root/annotations/<...>`` (PNG label maps).
+    * ``folder``: ``root/images/<train_split|val_split>`` + ``root/annotations/<...>`` (PNG label maps),
+      or flat ``root/images`` + ``root/masks`` with the split file as for ``severstal`` (every image takes
+      part; stratified by the classes present in its mask). ``root/classes.yaml``, when present, gives
+      the class names (:func:`folder_class_names`).
     * ``synth``: generates ``cfg.synth_n`` images with ``cfg.seed`` into ``root`` when ``train.csv`` is
       not there yet, then reads it as ``severstal``.
 

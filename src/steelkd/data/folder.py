@@ -1,12 +1,19 @@
-"""The folder layout: images plus PNG label maps (NEU-Seg is one such data set).
+"""The folder layouts: images plus PNG label maps, split into sub-folders (NEU-Seg) or flat.
 
 ::
 
     root/images/<split>/<name>.jpg        (any of .jpg .jpeg .png .bmp .tif .tiff)
     root/annotations/<split>/<name>.png   (single-channel label map: 0 background, 1..K-1 classes)
 
+or flat (what ``steelkd data import`` writes; the split comes from a split file, see ``data.build``)::
+
+    root/images/<name>.jpg
+    root/masks/<name>.png
+    root/classes.yaml                     (optional: the class names)
+
 Images and masks are paired by file stem; a name on one side without its partner is an error that
-names the files. Class names come from the config (``data.class_names``, background first).
+names the files. Class names come from the config (``data.class_names``, background first) or from
+``classes.yaml`` (``data.build``).
 
 Example:
     >>> from steelkd.data.folder import FolderDataset
@@ -18,7 +25,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +36,23 @@ from PIL import Image
 from steelkd.data.dataset import SegDataset
 from steelkd.data.image import IMAGE_EXTENSIONS
 
-__all__ = ["FolderDataset", "folder_stats", "pair_files", "read_label_png"]
+__all__ = [
+    "FLAT_MASKS",
+    "FolderDataset",
+    "MaskClasses",
+    "folder_stats",
+    "is_flat",
+    "pair_files",
+    "read_label_png",
+]
+
+#: The masks folder of the flat layout (the split layout's is ``annotations/<split>``).
+FLAT_MASKS = "masks"
+
+
+def is_flat(root: str | Path) -> bool:
+    """Whether ``root`` holds the flat layout (``images/`` + ``masks/``) rather than split sub-folders."""
+    return (Path(root) / FLAT_MASKS).is_dir()
 
 
 def _files(d: Path, exts: Sequence[str], what: str) -> dict[str, Path]:
@@ -125,6 +148,10 @@ class FolderDataset(SegDataset):
         class_names: label names, background first (NEU-Seg: background, inclusion, patches, scratches).
         transform: albumentations transform or ``None``.
         images_dirname, masks_dirname: the two top-level folder names.
+        names: keep only these image file names (e.g. one side of a split file), in this order.
+
+    With ``split=None`` the images and masks are read from ``root/images_dirname`` and
+    ``root/masks_dirname`` directly (the flat layout: pass ``masks_dirname="masks"``).
 
     Example:
         >>> ds = FolderDataset("../shared/data/neu_seg", "test",
@@ -136,14 +163,23 @@ class FolderDataset(SegDataset):
     def __init__(
         self,
         root: str | Path,
-        split: str,
+        split: str | None,
         class_names: Sequence[str],
         transform: A.Compose | None = None,
         images_dirname: str = "images",
         masks_dirname: str = "annotations",
+        names: Sequence[str] | None = None,
     ) -> None:
         self.root = Path(root)
-        pairs = pair_files(self.root / images_dirname / split, self.root / masks_dirname / split)
+        idir, mdir = self.root / images_dirname, self.root / masks_dirname
+        pairs = pair_files(idir / split, mdir / split) if split is not None else pair_files(idir, mdir)
+        if names is not None:
+            by_name = {img.name: (img, m) for img, m in pairs}
+            unknown = [n for n in names if n not in by_name]
+            if unknown:
+                first = ", ".join(unknown[:3])
+                raise ValueError(f"{idir}: {len(unknown)} image(s) named but not found: {first}")
+            pairs = [by_name[n] for n in names]
         super().__init__([img.stem for img, _ in pairs], list(class_names), transform)
         self.image_paths = [img for img, _ in pairs]
         self.mask_paths = [m for _, m in pairs]
@@ -169,14 +205,56 @@ class FolderDataset(SegDataset):
         return counts
 
 
+class MaskClasses(Mapping[str, tuple[int, ...]]):
+    """``{image file name: classes present}`` of a flat folder, each mask read only when asked for.
+
+    :func:`steelkd.data.split.load_or_create_split` needs only the names to check an existing split, and
+    the classes only to make a new one, so a reused split reads no mask.
+
+    Example:
+        >>> classes = MaskClasses(pair_files("data/mine/images", "data/mine/masks"))  # doctest: +SKIP
+        >>> classes["0001.jpg"]  # doctest: +SKIP
+        (1, 3)
+    """
+
+    def __init__(self, pairs: Sequence[tuple[Path, Path]], num_classes: int | None = None) -> None:
+        self._masks = {img.name: m for img, m in pairs}
+        self._k = num_classes
+
+    def __getitem__(self, name: str) -> tuple[int, ...]:
+        values = np.unique(read_label_png(self._masks[name], self._k))
+        return tuple(int(v) for v in values if v)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+
+def _stat_pairs(r: Path, splits: Sequence[str] | None) -> tuple[list[str], list[tuple[Path, Path]]]:
+    if splits is None and is_flat(r):
+        return [], pair_files(r / "images", r / FLAT_MASKS)
+    if splits is None:
+        if not (r / "images").is_dir():
+            raise FileNotFoundError(
+                f"{r}: no images/ folder (expected images/ + masks/, or images/<split> + annotations/<split>)"
+            )
+        splits = sorted(d.name for d in (r / "images").iterdir() if d.is_dir())
+        if not splits:
+            raise ValueError(f"{r / 'images'}: no split sub-folders (e.g. training, test), no masks/ folder")
+    pairs = [p for split in splits for p in pair_files(r / "images" / split, r / "annotations" / split)]
+    return list(splits), pairs
+
+
 def folder_stats(
     root: str | Path, splits: Sequence[str] | None = None, class_names: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """Summary of a folder-layout data set (for ``steelkd data stats --kind folder``).
 
     Args:
-        root: data set root (``images/<split>``, ``annotations/<split>``).
-        splits: sub-folders to include; default: every folder under ``root/images``.
+        root: data set root (``images/`` + ``masks/``, or ``images/<split>`` + ``annotations/<split>``).
+        splits: sub-folders to include; default: every folder under ``root/images`` (none if flat).
         class_names: label names, background first; default ``class0..classN`` from the largest value.
 
     Returns:
@@ -189,25 +267,17 @@ def folder_stats(
         4470
     """
     r = Path(root)
-    if splits is None:
-        if not (r / "images").is_dir():
-            raise FileNotFoundError(
-                f"{r}: no images/ folder (expected images/<split> and annotations/<split>)"
-            )
-        splits = sorted(d.name for d in (r / "images").iterdir() if d.is_dir())
-        if not splits:
-            raise ValueError(f"{r / 'images'}: no split sub-folders (e.g. training, test)")
+    splits, pairs = _stat_pairs(r, splits)
     k = len(class_names) if class_names else None
     counts = np.zeros(256, dtype=np.int64)
     present = np.zeros(256, dtype=np.int64)
     n_images = n_defect = 0
-    for split in splits:
-        for _, mask_path in pair_files(r / "images" / split, r / "annotations" / split):
-            bc = np.bincount(read_label_png(mask_path, k).ravel(), minlength=256)
-            counts += bc
-            present += bc > 0
-            n_images += 1
-            n_defect += int(bc[1:].any())
+    for _, mask_path in pairs:
+        bc = np.bincount(read_label_png(mask_path, k).ravel(), minlength=256)
+        counts += bc
+        present += bc > 0
+        n_images += 1
+        n_defect += int(bc[1:].any())
     top = int(np.flatnonzero(counts).max(initial=0))
     names = list(class_names) if class_names else [f"class{i}" for i in range(max(top, 1) + 1)]
     total = int(counts.sum())

@@ -24,7 +24,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["IMAGE_EXTENSIONS", "MEAN", "STD", "denormalize", "image_size", "normalize", "read_image"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MEAN",
+    "STD",
+    "check_image",
+    "denormalize",
+    "image_size",
+    "normalize",
+    "read_image",
+]
 
 #: File suffixes taken from a folder (a file named explicitly is always tried).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -89,6 +98,30 @@ def image_size(path: str | Path) -> tuple[int, int]:
     except (OSError, ValueError, SyntaxError) as exc:
         raise ValueError(f"{p}: cannot read image ({exc})") from exc
     return int(h), int(w)
+
+
+def check_image(path: str | Path) -> tuple[int, int]:
+    """Decode the whole file cheaply to prove it readable; return ``(height, width)`` as :func:`image_size`.
+
+    A JPEG is decoded at 1/8 scale (libjpeg's DCT scaling still reads every byte of the stream, so a
+    truncated or corrupt file fails; about 4x faster than :func:`read_image`), other formats fully.
+
+    Raises:
+        FileNotFoundError / ValueError: as :func:`read_image`, naming the file.
+
+    Example:
+        >>> check_image("train_images/0002cc93b.jpg")  # doctest: +SKIP
+        (256, 1600)
+    """
+    size = image_size(path)
+    try:
+        with Image.open(path) as im:
+            if im.format == "JPEG":
+                im.draft("L", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
+            im.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{path}: cannot read image ({exc})") from exc
+    return size
 
 
 def _scale_shift(mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:

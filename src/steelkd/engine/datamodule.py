@@ -5,8 +5,9 @@ augmentation depend only on ``(seed, epoch, index)``, so a resumed run sees exac
 uninterrupted one). Validation batches come from :class:`steelkd.data.EqualSizeBatchSampler`: only images
 of one size share a batch (data sets whose images differ in size validate as they evaluate), and under DDP
 process ``rank`` takes images ``rank, rank + world, ...`` without padding, so a metric summed over processes
-equals the single-process value exactly. Image sizes are read from the file headers at set-up, so an
-unreadable validation image stops the run before the first epoch.
+equals the single-process value exactly. At set-up every validation image is decoded cheaply and every
+mask read and checked against its image's size (:func:`steelkd.data.check_items`), so a bad validation
+file stops the run before the first epoch with one line naming it, not after it.
 
 Example:
     >>> dm = SegDataModule(cfg)  # doctest: +SKIP
@@ -27,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from steelkd.config import Config
 from steelkd.data import EqualSizeBatchSampler, SegDataset, build_datasets
-from steelkd.data.batching import dataset_sizes
+from steelkd.data.dataset import check_items
 
 __all__ = ["EpochSeededDataset", "EpochSeededSampler", "SegDataModule"]
 
@@ -96,14 +97,18 @@ def _shard(n: int) -> range:
 class SegDataModule(L.LightningDataModule):
     """Datasets and loaders of one run, from ``cfg.data`` (and ``cfg.train.seed``).
 
-    The datasets are built on construction (so the caller can derive class weights and steps per epoch);
-    :meth:`train_dataloader` and :meth:`val_dataloader` build fresh loaders.
+    The datasets are built on construction (so the caller can derive class weights and steps per epoch)
+    and the validation items checked (:func:`steelkd.data.check_items`); :meth:`train_dataloader` and
+    :meth:`val_dataloader` build fresh loaders. ``cfg.data.class_names`` is set to the datasets' names
+    (a folder data set's ``classes.yaml`` fills a config that left them at the default), so the model
+    built from ``cfg`` afterwards has the data's classes; :func:`steelkd.engine.fit` passes its own copy.
 
     Args:
         cfg: the run config.
 
     Raises:
-        ValueError: an empty training or validation set, naming the data root.
+        ValueError / FileNotFoundError: an empty training or validation set, naming the data root; a
+            validation image or mask that cannot be read or whose sizes disagree, naming the file.
     """
 
     def __init__(self, cfg: Config) -> None:
@@ -116,7 +121,8 @@ class SegDataModule(L.LightningDataModule):
             raise ValueError(
                 f"{cfg.data.root}: empty data set (train {len(self.train_ds)}, val {len(self.val_ds)} images)"
             )
-        self.val_sizes = dataset_sizes(self.val_ds)
+        cfg.data.class_names = list(self.train_ds.class_names)
+        self.val_sizes = check_items(self.val_ds)
 
     def _common(self) -> dict[str, Any]:
         workers = self.cfg.data.num_workers

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as cocomask
 
 from steelkd.data.image import image_size
 from steelkd.data.importers.common import (
@@ -56,6 +55,8 @@ def decode_segmentation(segm: Any, height: int, width: int) -> np.ndarray:
         >>> decode_segmentation({"size": [2, 3], "counts": [1, 2, 3]}, 2, 3).astype(int).tolist()
         [[0, 1, 0], [1, 0, 0]]
     """
+    from pycocotools import mask as cocomask  # here, so that importing steelkd.data does not need it
+
     if isinstance(segm, list):
         polys = [list(map(float, p)) for p in segm if len(p) >= 6]
         if not polys:
