@@ -72,6 +72,7 @@ def test_flat_folder_split_is_seeded_stratified_written_once_and_reused(tmp_path
     assert len(build_datasets(data)[1]) == 3
     res = CliRunner().invoke(app, ["data", "stats", "--data", str(root), "--kind", "folder"])
     assert res.exit_code == 0 and "15 images, 12 with defects" in res.output and "(flat)" in res.output
+    assert "scratch" in res.output and "dent" in res.output  # names from classes.yaml
 
 
 def test_class_names_must_agree_with_classes_yaml(tmp_path: Path) -> None:

@@ -37,17 +37,19 @@ class DataConfig:
     """Where the data is and how it is fed to the model.
 
     Args:
-        kind: ``"severstal"`` (``train.csv`` + ``train_images/``), ``"folder"`` (images plus PNG label maps,
-            e.g. NEU-Seg) or ``"synth"`` (synthetic Severstal-layout data generated into ``root`` on first
-            use with ``synth_n`` images and ``seed``).
+        kind: ``"severstal"`` (``train.csv`` + ``train_images/``), ``"folder"`` (images plus PNG label maps:
+            ``images/<split>`` + ``annotations/<split>`` as NEU-Seg, or flat ``images/`` + ``masks/`` as
+            ``steelkd data import`` writes) or ``"synth"`` (synthetic Severstal-layout data generated into
+            ``root`` on first use with ``synth_n`` images and ``seed``).
         root: data set root directory.
-        class_names: names of the label-map values, background first.
-        split_file: Severstal/synth only: JSON train/test split; created (deterministically from ``seed``)
-            when missing and reused afterwards. Empty: ``<root>/steelkd_split.json``.
-        train_split / val_split: folder layout only: the sub-folder names under ``images/`` and
+        class_names: names of the label-map values, background first. Folder data with a
+            ``classes.yaml``: left at the default, filled from it; otherwise checked against it.
+        split_file: Severstal/synth and flat folders: JSON train/test split; created (deterministically
+            from ``seed``) when missing and reused afterwards. Empty: ``<root>/steelkd_split.json``.
+        train_split / val_split: split folder layout only: the sub-folder names under ``images/`` and
             ``annotations/``.
         defect_only: Severstal only: keep only images with at least one defect (the paper's choice).
-        test_fraction: Severstal only: share of images in the test split.
+        test_fraction: Severstal and flat folders: share of images in the test split.
         crop: training random-crop size ``[height, width]``; empty list: no crop (full image).
         hflip, vflip, brightness_contrast: probabilities of those augmentations in training.
         batch_size: images per batch per device.

@@ -70,6 +70,7 @@ def stats(
     """Print images, images with defects, masks and pixel share per class, and overlapping pixels."""
     from steelkd.config import SEVERSTAL_CLASSES
     from steelkd.data.folder import folder_stats
+    from steelkd.data.importers.common import CLASSES_FILENAME, read_classes_yaml
     from steelkd.data.severstal import severstal_stats
 
     with user_errors():
@@ -79,6 +80,8 @@ def stats(
             st = severstal_stats(data, num_classes=len(names) - 1)
             where = st["csv"]
         elif kind == "folder":
+            if names is None and (data / CLASSES_FILENAME).is_file():
+                names = [c.name for c in read_classes_yaml(data / CLASSES_FILENAME)]
             st = folder_stats(data, splits=split or None, class_names=names)
             names = st["class_names"]
             layout = f"splits: {', '.join(st['splits'])}" if st["splits"] else "flat"
