@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import statistics
 import sys
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="Severstal train.csv-style file")
     ap.add_argument("--repeats", type=int, default=7, help="repeats per measurement (median taken)")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N rows (0 = all)")
+    ap.add_argument("--json", default="", help="also write the results as JSON here")
     args = ap.parse_args(argv)
     if not args.csv.is_file():
         print(
@@ -132,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | ---: | ---: | ---: |")
     for name, base, ours in rows:
         print(f"| {name} | {base:,.0f} | {ours:,.0f} | {ours / base:.1f}x |")
+    if args.json:
+        out = {"masks": len(rles), "repeats": args.repeats,
+               "rows": [{"operation": n, "kaggle_per_s": b, "steelkd_per_s": o, "speedup": o / b}
+                        for n, b, o in rows]}  # fmt: skip
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
 

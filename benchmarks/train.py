@@ -18,10 +18,12 @@ Every configuration runs in its own child process, so peak memory is not inherit
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import resource
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -132,7 +134,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    ap.add_argument("--json", default="", help="also write the results as JSON here")
     args = ap.parse_args()
+    results: list[dict[str, Any]] = []
     h, w = parse_size(args.crop)
     print(f"device: {device_name(resolve_device(args.device))}  torch {torch.__version__}")
     print(
@@ -160,10 +164,16 @@ def main() -> None:
             print(f"| {prec} | {kind} | {ips:.2f} | {r['seconds']:.3f} | {r['peak_mb']:.0f} |")
         share = res["cwd"]["seconds"] / res["distill"]["seconds"]
         over = res["distill"]["seconds"] / res["student"]["seconds"]
+        results.append({"precision": prec, **{k: v["seconds"] for k, v in res.items()},
+                        "distill_step_vs_student_step": over, "cwd_share": share})  # fmt: skip
         print(
             f"| {prec} | CWD loss (fwd+bwd) | - | {res['cwd']['seconds']:.4f} | share of a distillation "
             f"step: {100 * share:.1f}%; distillation step / student step: {over:.2f}x |"
         )
+    if args.json:
+        meta = {"teacher": args.teacher, "student": args.student, "batch": args.batch, "crop": [h, w],
+                "repeats": args.repeats, "device": device_name(resolve_device(args.device))}  # fmt: skip
+        Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

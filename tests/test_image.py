@@ -92,3 +92,10 @@ def test_pillow_decodes_the_real_jpegs_as_opencv_did() -> None:
     for f in files:
         ref = cv2.cvtColor(cv2.imread(str(f), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         np.testing.assert_array_equal(read_image(f), ref, err_msg=str(f))
+
+
+def test_a_missing_optional_dependency_is_one_line_naming_the_extra() -> None:
+    from steelkd.runtime import require_extra
+
+    with pytest.raises(ValueError, match=r"'steelkd_no_such_module'.*pip install 'steelkd\[openvino\]'"):
+        require_extra("steelkd_no_such_module", "openvino")

@@ -7,9 +7,11 @@ Parameter counts are :func:`steelkd.models.count_params`; the device's name is
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,9 +20,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from steelkd.config import parse_size
 from steelkd.models import count_params
-from steelkd.runtime import autocast_dtype, device_name, resolve_device
+from steelkd.runtime import autocast_dtype, cpu_flags, cpu_has_bf16, device_name, resolve_device
 
-__all__ = ["benchmark_models", "count_gmacs", "measure_latency"]
+__all__ = ["benchmark_models", "count_gmacs", "cpu_peak", "matmul_gflops", "measure_latency"]
 
 
 def count_gmacs(model: nn.Module, input_shape: Sequence[int]) -> float:
@@ -203,3 +205,62 @@ def benchmark_models(
         if dev.type == "cuda":
             torch.cuda.empty_cache()
     return rows
+
+
+def matmul_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
+    """The calibration loop: GFLOP/s of an ``n x n`` matrix product on the CPU (median of ``repeats``).
+
+    What the BLAS this torch uses reaches on this machine: the practical peak a network's convolutions
+    and matmuls can approach.
+    """
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def cpu_peak(calibrate: bool = True) -> dict[str, Any]:
+    """What this CPU can do: a peak derived from its flags, and the calibration loop's measurement.
+
+    ``theoretical_gflops`` = cores x 2 FMA units x SIMD fp32 lanes (16 with AVX-512, 8 with AVX2) x 2
+    FLOP x the clock in ``/proc/cpuinfo``; bf16 doubles it where the CPU has AVX-512 BF16 (VDPBF16PS),
+    int8 quadruples it with VNNI (VPDPBUSD). Two FMA units per core is an assumption (true for current
+    server x86 cores; AMD Zen 4 splits AVX-512 into two 256-bit halves, which halves the real fp32 figure),
+    which is why the measured matmul rates (``matmul_gflops``) are reported beside it.
+
+    Returns:
+        ``cores``, ``ghz``, ``fp32_lanes``, ``theoretical_gflops`` {fp32, bf16, int8}, and with
+        ``calibrate`` ``matmul_gflops`` {fp32, bf16}.
+    """
+    flags = cpu_flags()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    ghz = _cpu_ghz()
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    fp32 = cores * 2 * lanes * 2 * ghz
+    out: dict[str, Any] = {
+        "cores": cores,
+        "ghz": ghz,
+        "fp32_lanes": lanes,
+        "theoretical_gflops": {
+            "fp32": fp32,
+            "bf16": fp32 * (2 if cpu_has_bf16() else 1),
+            "int8": fp32 * (4 if flags & {"avx512_vnni", "avx_vnni", "amx_int8"} else 1),
+        },
+    }
+    if calibrate:
+        out["matmul_gflops"] = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    return out
+
+
+def _cpu_ghz() -> float:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.lower().startswith("cpu mhz") and ":" in line:
+                return float(line.split(":", 1)[1]) / 1000
+    return float("nan")

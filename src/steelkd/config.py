@@ -115,7 +115,8 @@ class TrainConfig:
         warmup_steps: linear warm-up steps for the cosine schedule.
         class_weights: weighted CE: ``"median_freq"`` (default), ``"inverse"``, ``"none"`` or a list.
         dice_weight: weight of an optional Dice loss added to the CE (0 = off).
-        precision: Lightning precision: ``"32"``, ``"bf16-mixed"``, ``"16-mixed"``.
+        precision: Lightning precision: ``"32"``, ``"bf16-mixed"``, ``"16-mixed"``, or ``"auto"``: bf16 only
+            where it is measured faster on this machine (see :func:`steelkd.engine.train.resolve_precision`).
         accelerator / devices / num_nodes / strategy: passed to ``lightning.Trainer``.
         seed: global seed (``lightning.seed_everything``).
         deterministic: ask torch for deterministic algorithms.

@@ -21,7 +21,16 @@ from typing import Any
 
 import torch
 
-__all__ = ["PRECISIONS", "autocast_context", "autocast_dtype", "device_name", "resolve_device"]
+__all__ = [
+    "PRECISIONS",
+    "autocast_context",
+    "autocast_dtype",
+    "cpu_flags",
+    "cpu_has_bf16",
+    "device_name",
+    "require_extra",
+    "resolve_device",
+]
 
 #: The canonical precision names (Lightning's): fp32, bf16 autocast, fp16 autocast.
 PRECISIONS: tuple[str, ...] = ("32", "bf16-mixed", "16-mixed")
@@ -106,6 +115,21 @@ def device_name(device: str | torch.device | None = None) -> str:
     return f"{_cpu_model()} ({_cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; empty where that is not available)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("flags") and ":" in line:
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX-512 BF16 or AMX), so bf16 can run faster than fp32."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
 def _cpu_model() -> str:
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
@@ -120,3 +144,23 @@ def _cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+def require_extra(module: str, extra: str) -> Any:
+    """Import an optional dependency, or fail with one line naming the extra that installs it.
+
+    Raises:
+        ValueError: ``"<what> needs the optional dependency <module>: pip install 'steelkd[<extra>]'"``.
+
+    Example:
+        >>> require_extra("json", "none").__name__
+        'json'
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ValueError(
+            f"this needs the optional dependency {module!r}: pip install 'steelkd[{extra}]'"
+        ) from None
