@@ -12,6 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "steelkd"
 FLOORS: dict[str, int] = {
     "io": 0, "paper": 0, "runtime": 0,
     "config": 1, "data": 1, "card": 1, "metrics": 1, "postprocess": 1, "tables": 1, "figures": 1, "losses": 1,
+    "tiling": 1,
     "models": 2,
     "engine": 3, "evaluate": 3, "bench": 3, "export": 3,
     "experiment": 4, "predict": 4,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steelkd.data.image import MEAN, STD
+from steelkd.postprocess import CARD_FIELDS, PostProcess
 
 __all__ = [
     "BEST_METRICS_KEY",
@@ -47,6 +48,10 @@ class ModelCard:
         class_names: label-map value names, background first.
         mean / std: per-channel RGB normalisation on the 0..1 scale (:func:`steelkd.data.image.normalize`).
         architecture: registered model name (informational for ONNX models).
+        postprocess: the calibrated post-processing (``threshold`` and ``min_area`` per defect class,
+            ``min_area_mode``, a free-form ``calibration`` record) written by ``steelkd calibrate``;
+            ``None`` when the model was never calibrated. Read it with
+            :func:`steelkd.postprocess.postprocess_from_card`.
         raw: the whole card as written.
     """
 
@@ -54,6 +59,7 @@ class ModelCard:
     mean: tuple[float, float, float] = MEAN
     std: tuple[float, float, float] = STD
     architecture: str = ""
+    postprocess: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -66,7 +72,8 @@ class ModelCard:
 
         ``class_names`` falls back to ``background, class1..`` from ``num_classes``; ``normalization``
         defaults to ImageNet's and must be on the 0..1 scale with ``scale`` 255 (what :func:`make_card`
-        writes).
+        writes). An optional ``postprocess`` section must hold one threshold in [0, 1] (or ``null``: argmax)
+        and one minimum area >= 0 per defect class and a known ``min_area_mode``.
         """
         if not isinstance(card, dict):
             raise ValueError(f"{source}: model card is not a JSON object")
@@ -95,5 +102,27 @@ class ModelCard:
             mean=mean,  # type: ignore[arg-type]
             std=std,  # type: ignore[arg-type]
             architecture=str(card.get("architecture", "")),
+            postprocess=_postprocess_section(card.get("postprocess"), source, len(names)),
             raw=card,
         )
+
+
+def _postprocess_section(section: Any, source: str, num_classes: int) -> dict[str, Any] | None:
+    """The card's ``postprocess`` section checked against the class count (``None`` when absent)."""
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        kind = type(section).__name__
+        raise ValueError(f"{source}: model card postprocess must be a JSON object, got {kind}")
+    unknown = set(section) - {*CARD_FIELDS, "calibration"}
+    if unknown:
+        raise ValueError(f"{source}: model card postprocess has unknown field(s) {sorted(unknown)} "
+                         f"(expected {', '.join(CARD_FIELDS)}, calibration)")
+    try:
+        post = PostProcess(**{k: section[k] for k in CARD_FIELDS if k in section})
+        post.thresholds(num_classes)
+        post.min_areas(num_classes, (256, 1600))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: model card postprocess: {exc}") from None
+    return dict(section)
+

@@ -28,8 +28,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -76,6 +77,10 @@ PALETTE: np.ndarray = np.array(
 )
 
 MIN_AREA_MODES = ("total", "component")
+
+#: The fields of a model card's ``postprocess`` section (written by ``steelkd calibrate``) that
+#: :func:`postprocess_from_card` reads; the section may also hold a free-form ``calibration`` record.
+CARD_FIELDS: tuple[str, ...] = ("threshold", "min_area", "min_area_mode")
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -317,3 +322,28 @@ def overlay(
         _draw_legend(pil, class_names, colors)
         result = np.asarray(pil)
     return result
+
+
+def postprocess_from_card(section: Mapping[str, Any] | None, **overrides: Any) -> PostProcess:
+    """The post-processing rule of a model card's ``postprocess`` section, with some fields overridden.
+
+    A field the section does not hold keeps the :class:`PostProcess` default (threshold 0.5, the default
+    minimum areas, ``total`` mode); a field in ``overrides`` (``threshold``, ``min_area``,
+    ``min_area_mode``, ``scale_min_area``) replaces the card's, so a command-line option wins over the
+    calibrated value of that field only.
+
+    Args:
+        section: ``ModelCard.postprocess`` (``None``: an uncalibrated model).
+        overrides: the fields given explicitly.
+
+    Example:
+        >>> post = postprocess_from_card({"threshold": [0.6, 0.7], "min_area": [100, 0]}, min_area=0)
+        >>> post.threshold, post.min_area
+        ([0.6, 0.7], 0)
+    """
+    unknown = set(overrides) - {*CARD_FIELDS, "scale_min_area"}
+    if unknown:
+        raise ValueError(f"postprocess: unknown field(s) {sorted(unknown)}; expected {list(CARD_FIELDS)}")
+    values = {k: section[k] for k in CARD_FIELDS if section is not None and k in section}
+    values.update(overrides)
+    return PostProcess(**values)

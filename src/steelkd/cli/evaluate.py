@@ -1,4 +1,10 @@
-"""``steelkd evaluate``: score a trained model on the val/test split at full resolution."""
+"""``steelkd evaluate``: score a trained model on the val/test split at full resolution.
+
+By default the argmax of the logits is scored (the training-time validation metric, comparable across
+runs and with the paper). ``--postprocess`` scores the label maps ``steelkd predict`` writes instead: the
+model card's calibrated thresholds and minimum areas (``steelkd calibrate``), else predict's defaults;
+``--threshold`` / ``--min-area`` / ``--min-area-mode`` override single fields and imply ``--postprocess``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,15 @@ import typer
 from rich.table import Table
 
 from steelkd.cli._common import SetOpt, console, err_console, user_errors
+from steelkd.cli._post import (
+    MinAreaModeOpt,
+    MinAreaOpt,
+    ThresholdOpt,
+    TileOpt,
+    TileOverlapOpt,
+    parse_tiling,
+    post_overrides,
+)
 
 
 def _num(v: Any, digits: int = 4) -> str:
@@ -33,6 +48,34 @@ def _eval_table(res: dict[str, Any], title: str) -> Table:
     return table
 
 
+def validation_data(
+    config: Path | None, data_root: Path | None, kind: str, sets: list[str] | None, card: dict[str, Any]
+) -> tuple[Any, Any]:
+    """``(config, validation dataset)`` from ``--config`` or ``--data-root``/``--kind`` (one of the two).
+
+    Shared by ``evaluate`` and ``calibrate``; warns when the model's classes differ from the data's.
+    """
+    from steelkd.config import apply_overrides, config_from_dict, load_config
+    from steelkd.data import build_datasets
+
+    if (config is None) == (data_root is None):
+        raise ValueError("give the data either as --config YAML or as --data-root DIR (with --kind)")
+    if config is not None:
+        cfg = load_config(config, list(sets or []))
+    else:
+        if not data_root.exists():  # type: ignore[union-attr]
+            raise FileNotFoundError(f"{data_root}: data root not found")
+        base = {"data": {"kind": kind, "root": str(data_root), "class_names": card["class_names"]}}
+        cfg = config_from_dict(apply_overrides(base, list(sets or [])))
+    _, val = build_datasets(cfg.data)
+    if list(card.get("class_names", [])) not in ([], list(val.class_names)):
+        err_console.print(
+            f"warning: model classes {card['class_names']} != data classes {list(val.class_names)}",
+            highlight=False,
+        )
+    return cfg, val
+
+
 def register(app: typer.Typer) -> None:
     """Add ``evaluate``."""
 
@@ -51,33 +94,37 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(
             None, "--out", "-o", help="JSON file [default: eval.json beside the model]."
         ),
+        postprocess: bool = typer.Option(
+            False, "--postprocess/--argmax", help="Score post-processed label maps (the card's calibrated "
+            "thresholds and minimum areas, else predict's defaults) instead of the argmax [default: "
+            "argmax]; --threshold/--min-area/--min-area-mode imply it."),
+        threshold: str = ThresholdOpt,
+        min_area: str = MinAreaOpt,
+        min_area_mode: str = MinAreaModeOpt,
+        tile: str = TileOpt,
+        tile_overlap: int = TileOverlapOpt,
         sets: list[str] = SetOpt,
     ) -> None:
         """Score a model on the val/test split at full resolution: Dice, IoU, mDice, mIoU, Kaggle Dice."""
-        from steelkd.config import apply_overrides, config_from_dict, load_config
-        from steelkd.data import build_datasets
+        from steelkd.card import ModelCard
         from steelkd.evaluate import evaluate_model, save_metrics_json
         from steelkd.models import load_model
+        from steelkd.postprocess import PostProcess, postprocess_from_card
 
         with user_errors():
             if (config is None) == (data_root is None):
                 raise ValueError("give the data either as --config YAML or as --data-root DIR (with --kind)")
+            overrides = post_overrides(threshold, min_area, min_area_mode)
+            PostProcess(**overrides)  # a bad value fails before the model is loaded
+            tiling = parse_tiling(tile, tile_overlap, batch_size)
             net, card = load_model(model)
-            if config is not None:
-                cfg = load_config(config, list(sets or []))
-            else:
-                if not data_root.exists():
-                    raise FileNotFoundError(f"{data_root}: data root not found")
-                base = {"data": {"kind": kind, "root": str(data_root), "class_names": card["class_names"]}}
-                cfg = config_from_dict(apply_overrides(base, list(sets or [])))
-            _, val = build_datasets(cfg.data)
-            if list(card.get("class_names", [])) not in ([], list(val.class_names)):
-                err_console.print(
-                    f"warning: model classes {card['class_names']} != data classes {list(val.class_names)}",
-                    highlight=False,
-                )
+            post = None
+            if postprocess or overrides:
+                post = postprocess_from_card(ModelCard.from_dict(card, str(model)).postprocess, **overrides)
+            cfg, val = validation_data(config, data_root, kind, sets, card)
             res = evaluate_model(
-                net, val, batch_size=batch_size, device=device, precision=precision, num_workers=num_workers
+                net, val, batch_size=batch_size, device=device, precision=precision, num_workers=num_workers,
+                tile=tiling, post=post,
             )
             res["model"] = str(model)
             res["architecture"] = card.get("architecture")

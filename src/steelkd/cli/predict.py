@@ -1,4 +1,4 @@
-"""``steelkd predict``: batch inference to masks, overlays and a Kaggle submission.
+"""``steelkd predict``: batch inference to masks, overlays, a Kaggle submission and defect records.
 
 Exit codes of ``predict``: 0 = every image written; 1 = bad input (no model, no matching files, a bad
 option: one ``error:`` line); 2 = some images could not be read (each named on stderr) while the others
@@ -12,32 +12,18 @@ from pathlib import Path
 import typer
 
 from steelkd.cli._common import console, err_console, user_errors
+from steelkd.cli._post import (
+    MinAreaModeOpt,
+    MinAreaOpt,
+    ThresholdOpt,
+    TileOpt,
+    TileOverlapOpt,
+    parse_tiling,
+    post_overrides,
+)
 
 #: Exit code of ``steelkd predict`` when some inputs failed and the rest were written.
 EXIT_SOME_FAILED = 2
-
-
-def _floats(text: str, what: str) -> list[float]:
-    try:
-        return [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{what}: expected a number or comma-separated numbers, got {text!r}") from None
-
-
-def _parse_threshold(text: str) -> float | list[float] | None:
-    if text.strip().lower() in ("argmax", "none"):
-        return None
-    values = _floats(text, "--threshold")
-    if not values:
-        raise ValueError("--threshold: expected a number, comma-separated numbers or 'argmax'")
-    return values[0] if len(values) == 1 else values
-
-
-def _parse_min_area(text: str | None) -> float | list[float] | None:
-    if text is None or not text.strip() or text.strip().lower() == "default":
-        return None
-    values = _floats(text, "--min-area")
-    return values[0] if len(values) == 1 else values
 
 
 def register(app: typer.Typer) -> None:
@@ -55,32 +41,35 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(4, "--batch-size", "-b", help="Images per forward pass."),
         tta: bool = typer.Option(False, "--tta", help="Flip TTA: mean softmax of image, h-flip and v-flip."),
         bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast (torch backend, CPU or CUDA)."),
-        threshold: str = typer.Option(
-            "0.5", help="Probability threshold per defect class: one value, one per class (0.5,0.5,0.6,0.5), "
-            "or 'argmax' (no threshold)."),
-        min_area: str = typer.Option(
-            None, "--min-area", help="Minimum defect area per class in pixels of a 256x1600 image (scaled by "
-            "image area): one value or one per class; 0 = off. Default 500,500,800,2000 (Severstal)."),
-        min_area_mode: str = typer.Option("total", "--min-area-mode",
-                                          help="total: drop a class whose total area is too small; "
-                                          "component: drop each too-small connected component."),
+        threshold: str = ThresholdOpt,
+        min_area: str = MinAreaOpt,
+        min_area_mode: str = MinAreaModeOpt,
         max_side: int = typer.Option(
             0, "--max-side", help="Down-scale images whose longer side exceeds this (0 = native size)."),
+        tile: str = TileOpt,
+        tile_overlap: int = TileOverlapOpt,
+        defects: bool = typer.Option(True, "--defects/--no-defects",
+                                     help="Write defects.csv and defects.jsonl (one row per defect region)."),
         overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write colour overlays."),
         overlay_format: str = typer.Option("png", "--overlay-format", help="png or jpg."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ) -> None:
-        """Predict defect masks: masks/*.png, overlays/*, and a Kaggle submission.csv in OUT."""
+        """Predict defect masks: masks/*.png, overlays/*, submission.csv and defects.csv/.jsonl in OUT."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from steelkd.predict import PostProcess, Predictor, resolve_inputs
+        from steelkd.postprocess import PostProcess, postprocess_from_card
+        from steelkd.predict import Predictor, load_backend, resolve_inputs
 
         with user_errors():
-            post = PostProcess(threshold=_parse_threshold(threshold), min_area=_parse_min_area(min_area),
-                               min_area_mode=min_area_mode)
+            overrides = post_overrides(threshold, min_area, min_area_mode)
+            PostProcess(**overrides)  # fail fast on a bad value, before loading the model
+            tiling = parse_tiling(tile, tile_overlap, batch_size)
             files = resolve_inputs(inputs)  # fail fast (before loading the model) on an empty input
-            predictor = Predictor.from_path(model, backend=backend, device=device, bf16=bf16, post=post,
-                                            tta=tta, batch_size=batch_size, max_side=max_side)
+            net = load_backend(model, backend=backend, device=device, bf16=bf16)
+            post = postprocess_from_card(net.card.postprocess, **overrides)
+            predictor = Predictor(net, post, tta=tta, batch_size=batch_size, max_side=max_side,
+                                  tile=None if tiling is None else tiling.tile,
+                                  tile_overlap=None if tiling is None else tiling.overlap)
             bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                            MofNCompleteColumn(), TimeRemainingColumn(), console=err_console,
                            disable=not progress, transient=True)
@@ -93,13 +82,15 @@ def register(app: typer.Typer) -> None:
                         err_console.print(f"[bold red]skipped:[/] {error}", highlight=False, soft_wrap=True)
 
                 report = predictor.predict_files(files, out, overlays=overlays, overlay_format=overlay_format,
-                                                 on_progress=on_progress)
+                                                 defects=defects, on_progress=on_progress)
         n = len(report.results)
         console.print(
             f"{n} image(s) in {report.seconds:.1f} s ({report.images_per_second:.2f} img/s, "
             f"{predictor.backend.name}): {out / 'masks'}/, "
             + (f"{out / 'overlays'}/, " if overlays else "")
-            + f"{report.submission_path} ({n * (len(report.class_names) - 1)} rows)",
+            + f"{report.submission_path} ({n * (len(report.class_names) - 1)} rows)"
+            + (f", {report.defects_paths[0]} ({sum(len(r.defects) for r in report.results)} defect regions)"
+               if report.defects_paths else ""),
             highlight=False, soft_wrap=True,
         )
         if report.failures:

@@ -25,10 +25,18 @@ from steelkd.postprocess import PostProcess
 from steelkd.predict.backends import Backend, OnnxBackend, TorchBackend, load_backend
 from steelkd.predict.pipeline import FilePipeline, OutputOptions, resolve_inputs
 from steelkd.predict.predictor import Predictor, predict_files
-from steelkd.predict.results import Failure, ImageResult, PredictionReport, write_submission
+from steelkd.predict.results import (
+    DefectRegion,
+    Failure,
+    ImageResult,
+    PredictionReport,
+    write_defects,
+    write_submission,
+)
 
 __all__ = [
     "Backend",
+    "DefectRegion",
     "Failure",
     "FilePipeline",
     "ImageResult",
@@ -41,5 +49,6 @@ __all__ = [
     "load_backend",
     "predict_files",
     "resolve_inputs",
+    "write_defects",
     "write_submission",
 ]

@@ -38,7 +38,9 @@ from steelkd.predict.results import (
     PredictionReport,
     encode_jpg,
     encode_png,
+    find_defects,
     summarize,
+    write_defects,
     write_submission,
 )
 
@@ -121,6 +123,7 @@ class OutputOptions:
     overlay_format: str = "png"
     submission: bool = True
     keep_label_maps: bool = False
+    defects: bool = True
 
     @classmethod
     def make(
@@ -132,6 +135,7 @@ class OutputOptions:
         overlay_format: str = "png",
         submission: bool = True,
         keep_label_maps: bool | None = None,
+        defects: bool = True,
     ) -> OutputOptions:
         """Checked options; ``keep_label_maps=None`` keeps the label maps when nothing is written.
 
@@ -142,7 +146,7 @@ class OutputOptions:
             raise ValueError(f"overlay_format: expected png or jpg, got {overlay_format!r}")
         keep = out_dir is None if keep_label_maps is None else keep_label_maps
         out = None if out_dir is None else Path(out_dir)
-        return cls(out, masks, overlays, overlay_format, submission, keep)
+        return cls(out, masks, overlays, overlay_format, submission, keep, defects)
 
     @property
     def writes_images(self) -> bool:
@@ -158,12 +162,12 @@ class ArrayPredictor(Protocol):
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]: ...
 
-    def predict_batch(
+    def label_batch(
         self,
         inputs: Sequence[np.ndarray],
         sizes: Sequence[tuple[int, int]],
         shapes: Sequence[tuple[int, int]],
-    ) -> list[np.ndarray]: ...
+    ) -> list[tuple[np.ndarray, np.ndarray]]: ...
 
 
 @dataclass
@@ -181,7 +185,7 @@ class FilePipeline:
     """Read -> infer -> write for a list of files, with explicit state.
 
     Args:
-        predictor: the array-level predictor (``preprocess`` and ``predict_batch``).
+        predictor: the array-level predictor (``preprocess`` and ``label_batch``).
         options: what to write (see :class:`OutputOptions`).
         on_progress: called once per input with ``(path, error or None)``, in the order they finish.
         io_threads: threads that read and write files while the backend computes.
@@ -262,17 +266,18 @@ class FilePipeline:
 
     def _infer(self, batch: list[_Item], pool: ThreadPoolExecutor) -> None:
         """Run one equal-shape batch through the predictor and queue its writes."""
-        labels = self.predictor.predict_batch([it.x for it in batch], [it.size for it in batch],
-                                              [it.image.shape[:2] for it in batch])
-        for item, label in zip(batch, labels, strict=True):
-            self._writes.append((item.index, pool.submit(self._write, item, label)))
+        labels = self.predictor.label_batch([it.x for it in batch], [it.size for it in batch],
+                                            [it.image.shape[:2] for it in batch])
+        for item, (label, confidence) in zip(batch, labels, strict=True):
+            self._writes.append((item.index, pool.submit(self._write, item, label, confidence)))
             item.x = np.empty(0, np.float32)  # free the network input early
         self._collect(block=False)
 
-    def _write(self, item: _Item, label: np.ndarray) -> ImageResult:
-        """Summarise one label map and write its mask and overlay files (runs on the pool)."""
+    def _write(self, item: _Item, label: np.ndarray, confidence: np.ndarray) -> ImageResult:
+        """Summarise a label map (areas, RLEs, defect regions), write its mask and overlay (on the pool)."""
         opts = self.options
         res = summarize(item.path, label, self.predictor.class_names, opts.keep_label_maps)
+        res.defects = find_defects(res.image_id, label, confidence, self.predictor.class_names)
         if opts.out_dir is not None and opts.masks:
             res.mask_path = opts.out_dir / "masks" / f"{item.path.stem}.png"
             atomic_write_bytes(res.mask_path, encode_png(label))
@@ -317,6 +322,9 @@ class FilePipeline:
         sub_path = None
         if self.options.out_dir is not None and self.options.submission:
             sub_path = write_submission(ordered, self.options.out_dir / "submission.csv", len(names))
+        defects_paths = None
+        if self.options.out_dir is not None and self.options.defects:
+            defects_paths = write_defects(ordered, self.options.out_dir)
         position = {f: i for i, f in enumerate(self.files)}
         failures = sorted(self.failures, key=lambda f: position.get(f.path, len(self.files)))
-        return PredictionReport(ordered, failures, list(names), sub_path, seconds)
+        return PredictionReport(ordered, failures, list(names), sub_path, seconds, defects_paths)

@@ -3,8 +3,10 @@
 One numpy implementation shared by every backend: optional down-scaling (``max_side``), normalisation
 with the model card's mean/std through :func:`steelkd.data.image.normalize` (the function the datasets
 use, so an image reaches the network as the identical tensor in evaluation and prediction), optional
-padding, batching of same-sized images, flip TTA (average of the softmax over identity, horizontal and
-vertical flips), softmax, per-class thresholds and minimum areas (:class:`steelkd.postprocess.PostProcess`).
+padding, batching of same-sized images, optional tiling of large frames (:mod:`steelkd.tiling`: tiles with
+overlap, logits blended), flip TTA (average of the softmax over identity, horizontal and vertical flips),
+softmax, per-class thresholds and minimum areas (:class:`steelkd.postprocess.PostProcess`; by default
+the model card's calibrated values, see ``steelkd calibrate``).
 Files are handled by :mod:`steelkd.predict.pipeline` (:meth:`Predictor.predict_files`).
 
 Example:
@@ -24,10 +26,11 @@ import numpy as np
 
 from steelkd.data.batching import equal_size_batches
 from steelkd.data.image import normalize
-from steelkd.postprocess import PostProcess, softmax
+from steelkd.postprocess import PostProcess, postprocess_from_card, softmax
 from steelkd.predict.backends import Backend, load_backend
 from steelkd.predict.pipeline import FilePipeline, OutputOptions
 from steelkd.predict.results import PredictionReport
+from steelkd.tiling import Tiling
 
 __all__ = ["Predictor", "predict_files"]
 
@@ -38,7 +41,8 @@ class Predictor:
     Args:
         backend: a :class:`~steelkd.predict.TorchBackend`, :class:`~steelkd.predict.OnnxBackend` or any
             callable with a ``card`` and a ``name`` (see :class:`~steelkd.predict.backends.Backend`).
-        post: the post-processing rule (thresholds, minimum areas); default :class:`PostProcess`.
+        post: the post-processing rule (thresholds, minimum areas); default: the model card's calibrated
+            ``postprocess`` section (``steelkd calibrate``), else :class:`PostProcess` defaults.
         tta: average the softmax of the image and its horizontal and vertical flips.
         batch_size: images per backend call (images of different sizes never share a batch).
         max_side: when > 0, images whose longer side exceeds it are down-scaled (aspect kept) for the
@@ -48,6 +52,10 @@ class Predictor:
             back. Default 1: no padding, the image goes in at its native size exactly as in training and
             `steelkd evaluate` (the decoder resizes to each skip feature's size, so any size works, also
             in ONNX); 32 (the encoder's total stride) is available for runtimes that need it.
+        tile: ``(height, width)``: run frames larger than this tile by tile (sliding window, the last tile
+            shifted inward, logits blended with raised-cosine ramps: :mod:`steelkd.tiling`), at most
+            ``batch_size`` tiles per backend call. ``None`` (default): whole frames.
+        tile_overlap: pixels shared by neighbouring tiles; ``None`` = a quarter of the tile's smaller side.
 
     Example:
         >>> from steelkd.data.image import read_image
@@ -64,6 +72,8 @@ class Predictor:
         batch_size: int = 4,
         max_side: int = 0,
         pad_multiple: int = 1,
+        tile: tuple[int, int] | None = None,
+        tile_overlap: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
@@ -72,7 +82,8 @@ class Predictor:
         if max_side and max_side < 32:
             raise ValueError(f"max_side: expected 0 or >= 32, got {max_side}")
         self.backend = backend
-        self.post = post or PostProcess()
+        self.post = post if post is not None else postprocess_from_card(backend.card.postprocess)
+        self.tiling = None if tile is None else Tiling(tuple(tile), tile_overlap, tile_batch=batch_size)
         self.tta = tta
         self.batch_size = batch_size
         self.max_side = max_side
@@ -124,30 +135,41 @@ class Predictor:
             x = np.ascontiguousarray(np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="edge"))
         return x, (h, w)
 
+    def _logits(self, batch: np.ndarray) -> np.ndarray:
+        """The backend's logits of a batch, tile by tile when tiling is on."""
+        return self.backend(batch) if self.tiling is None else self.tiling(self.backend, batch)
+
     def _probs(self, batch: np.ndarray) -> np.ndarray:
-        probs = softmax(self.backend(batch), axis=1)
+        probs = softmax(self._logits(batch), axis=1)
         if self.tta:
-            probs += softmax(self.backend(batch[..., ::-1].copy()), axis=1)[..., ::-1]
-            probs += softmax(self.backend(batch[..., ::-1, :].copy()), axis=1)[..., ::-1, :]
+            probs += softmax(self._logits(batch[..., ::-1].copy()), axis=1)[..., ::-1]
+            probs += softmax(self._logits(batch[..., ::-1, :].copy()), axis=1)[..., ::-1, :]
             probs /= 3.0
         return probs
 
-    def _label(self, probs: np.ndarray, size: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
-        """Crop padding, resize back to the original ``shape`` if needed, post-process."""
+    def _label(
+        self, probs: np.ndarray, size: tuple[int, int], shape: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Crop padding, resize back to the original ``shape`` if needed, post-process; label + confidence."""
         p = probs[:, : size[0], : size[1]]
         if size != shape:
             hwc = cv2.resize(np.ascontiguousarray(p.transpose(1, 2, 0)), (shape[1], shape[0]),
                              interpolation=cv2.INTER_LINEAR)
             p = hwc.reshape(shape[0], shape[1], -1).transpose(2, 0, 1)
-        return self.post(p)
+        label = self.post(p)
+        confidence = np.take_along_axis(p, label[None].astype(np.intp), axis=0)[0]
+        return label, confidence
 
-    def predict_batch(
+    def label_batch(
         self,
         inputs: Sequence[np.ndarray],
         sizes: Sequence[tuple[int, int]],
         shapes: Sequence[tuple[int, int]],
-    ) -> list[np.ndarray]:
-        """Label maps of preprocessed inputs of one shape (one backend call, three with TTA).
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(label map, confidence)`` of preprocessed inputs of one shape (one backend call, 3 with TTA).
+
+        The confidence is float32 H x W: at each pixel the probability of the class the label map gives
+        it (what ``defects.csv`` averages over a region).
 
         Args:
             inputs: :meth:`preprocess` outputs, all of the same shape.
@@ -156,6 +178,15 @@ class Predictor:
         """
         probs = self._probs(np.stack(inputs))
         return [self._label(p, size, shape) for p, size, shape in zip(probs, sizes, shapes, strict=True)]
+
+    def predict_batch(
+        self,
+        inputs: Sequence[np.ndarray],
+        sizes: Sequence[tuple[int, int]],
+        shapes: Sequence[tuple[int, int]],
+    ) -> list[np.ndarray]:
+        """Label maps of preprocessed inputs of one shape (see :meth:`label_batch`)."""
+        return [label for label, _ in self.label_batch(inputs, sizes, shapes)]
 
     def predict_image(self, image: np.ndarray) -> np.ndarray:
         """Label map (``uint8`` H x W) of one RGB (or grayscale) ``uint8`` image."""
@@ -182,6 +213,7 @@ class Predictor:
         overlays: bool = True,
         overlay_format: str = "png",
         submission: bool = True,
+        defects: bool = True,
         keep_label_maps: bool | None = None,
         on_progress: Callable[[Path, str | None], None] | None = None,
         io_threads: int = 2,
@@ -190,14 +222,16 @@ class Predictor:
 
         Unreadable files are skipped and listed in ``report.failures``; the rest are written. Outputs
         (each written atomically) under ``out_dir``: ``masks/<stem>.png`` (label map, values = class
-        index), ``overlays/<stem>.<overlay_format>`` (colour overlay with legend) and ``submission.csv``
-        (Kaggle layout, images in input order, failed images left out). See
+        index), ``overlays/<stem>.<overlay_format>`` (colour overlay with legend), ``submission.csv``
+        (Kaggle layout, images in input order, failed images left out) and ``defects.csv`` /
+        ``defects.jsonl`` (one row per connected defect region, images in input order). See
         :class:`~steelkd.predict.pipeline.FilePipeline`.
 
         Args:
             inputs: image files, directories or glob patterns (see :func:`resolve_inputs`).
             out_dir: where to write; ``None`` writes nothing (results only).
-            masks / overlays / submission: which outputs to write.
+            masks / overlays / submission / defects: which outputs to write (``report.results[i].defects``
+                holds the regions either way).
             overlay_format: ``"png"`` or ``"jpg"``.
             keep_label_maps: keep each label map in memory in the results (default: when ``out_dir`` is
                 None).
@@ -214,7 +248,8 @@ class Predictor:
             {'pitting': 0, 'crazing': 0, 'scratches': 5321, 'patches': 0}
         """
         options = OutputOptions.make(out_dir, masks=masks, overlays=overlays, overlay_format=overlay_format,
-                                     submission=submission, keep_label_maps=keep_label_maps)
+                                     submission=submission, defects=defects,
+                                     keep_label_maps=keep_label_maps)
         pipeline = FilePipeline(self, options, on_progress=on_progress, io_threads=io_threads)
         return pipeline.run(inputs)
 
@@ -231,6 +266,8 @@ def predict_files(
     tta: bool = False,
     batch_size: int = 4,
     max_side: int = 0,
+    tile: tuple[int, int] | None = None,
+    tile_overlap: int | None = None,
     **kwargs: Any,
 ) -> PredictionReport:
     """One-call form of :meth:`Predictor.predict_files`: open the model, predict, write.
@@ -241,5 +278,6 @@ def predict_files(
         (24, [PosixPath('images/broken.jpg')])
     """
     predictor = Predictor.from_path(model_path, backend=backend, device=device, bf16=bf16, post=post, tta=tta,
-                                    batch_size=batch_size, max_side=max_side)
+                                    batch_size=batch_size, max_side=max_side, tile=tile,
+                                    tile_overlap=tile_overlap)
     return predictor.predict_files(inputs, out_dir, **kwargs)

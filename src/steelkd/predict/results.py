@@ -1,8 +1,9 @@
 """What the file pipeline produces: per-image results, failures, the report, and the file writers.
 
 The writers are pure functions of a label map: :func:`summarize` (class areas and Kaggle RLEs),
-:func:`write_submission` (the Kaggle CSV), :func:`encode_png` / :func:`encode_jpg` (the bytes of a mask
-or an overlay file).
+:func:`find_defects` (one :class:`DefectRegion` per 8-connected region of a class, with its bounding box
+and probabilities), :func:`write_submission` (the Kaggle CSV), :func:`write_defects` (``defects.csv`` and
+``defects.jsonl``), :func:`encode_png` / :func:`encode_jpg` (the bytes of a mask or an overlay file).
 
 Example:
     >>> import numpy as np
@@ -17,8 +18,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -28,14 +30,54 @@ from steelkd.data.rle import rle_encode
 from steelkd.io import atomic_write_text
 
 __all__ = [
+    "DEFECT_FIELDS",
+    "DefectRegion",
     "Failure",
     "ImageResult",
     "PredictionReport",
     "encode_jpg",
     "encode_png",
+    "find_defects",
     "summarize",
+    "write_defects",
     "write_submission",
 ]
+
+#: Columns of ``defects.csv`` (and keys of each ``defects.jsonl`` line), in order.
+DEFECT_FIELDS: tuple[str, ...] = (
+    "image", "class_id", "class", "area", "x", "y", "w", "h", "mean_prob", "max_prob",
+)  # fmt: skip
+
+
+@dataclass
+class DefectRegion:
+    """One connected defect region of one class in one image (a row of ``defects.csv``).
+
+    Attributes:
+        image: the input's file name (``ImageId``).
+        class_id / class_name: the label value and its name.
+        area: pixels in the region.
+        x, y, w, h: bounding box in pixels (left, top, width, height) of the input image.
+        mean_prob / max_prob: the mean and the maximum predicted probability of the class over the region.
+    """
+
+    image: str
+    class_id: int
+    class_name: str
+    area: int
+    x: int
+    y: int
+    w: int
+    h: int
+    mean_prob: float
+    max_prob: float
+
+    def record(self) -> dict[str, str | int | float]:
+        """The row as a dict keyed by :data:`DEFECT_FIELDS` (probabilities rounded to 4 decimals)."""
+        d = asdict(self)
+        d["class"] = d.pop("class_name")
+        d["mean_prob"], d["max_prob"] = round(self.mean_prob, 4), round(self.max_prob, 4)
+        return {k: d[k] for k in DEFECT_FIELDS}
 
 
 @dataclass
@@ -50,6 +92,7 @@ class ImageResult:
         class_areas: predicted pixels per defect class name.
         label_map: ``uint8`` H x W label map (``None`` when not kept, see ``keep_label_maps``).
         mask_path / overlay_path: written files, if any.
+        defects: one :class:`DefectRegion` per connected region (class order, then top-to-bottom).
     """
 
     path: Path
@@ -60,6 +103,7 @@ class ImageResult:
     label_map: np.ndarray | None = None
     mask_path: Path | None = None
     overlay_path: Path | None = None
+    defects: list[DefectRegion] = field(default_factory=list)
 
 
 @dataclass
@@ -79,6 +123,7 @@ class PredictionReport:
     class_names: list[str]
     submission_path: Path | None = None
     seconds: float = 0.0
+    defects_paths: tuple[Path, Path] | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -102,6 +147,63 @@ def summarize(path: Path, label: np.ndarray, class_names: Sequence[str], keep_la
         class_areas={n: int(counts[c]) for c, n in enumerate(class_names[1:], start=1)},
         label_map=label if keep_label_map else None,
     )
+
+
+def find_defects(
+    image_id: str, label: np.ndarray, confidence: np.ndarray | None, class_names: Sequence[str]
+) -> list[DefectRegion]:
+    """One :class:`DefectRegion` per 8-connected region of each defect class of a label map.
+
+    Args:
+        image_id: the image's name (the ``image`` column).
+        label: ``uint8`` H x W label map (0 = background).
+        confidence: float H x W: at each pixel the probability of the class the label map gives it (see
+            :meth:`steelkd.predict.Predictor.label_batch`); ``None`` leaves the probabilities NaN.
+        class_names: label names, background first.
+
+    Example:
+        >>> lab = np.zeros((4, 6), np.uint8); lab[0:2, 0:2] = 1; lab[3, 4:6] = 1
+        >>> [(r.area, r.x, r.y, r.w, r.h) for r in find_defects("a.png", lab, None, ["bg", "x"])]
+        [(4, 0, 0, 2, 2), (2, 4, 3, 2, 1)]
+    """
+    regions: list[DefectRegion] = []
+    present = np.flatnonzero(np.bincount(label.ravel(), minlength=len(class_names)))
+    for c in (int(v) for v in present if v > 0):
+        mask = (label == c).astype(np.uint8)
+        n, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        if confidence is not None:
+            flat = comp.ravel()
+            conf = confidence.ravel().astype(np.float64)
+            sums = np.bincount(flat, weights=conf, minlength=n)
+            maxima = np.full(n, -np.inf)
+            np.maximum.at(maxima, flat, conf)
+        for k in range(1, n):
+            x, y, w, h, area = (int(v) for v in stats[k, :5])
+            mean = float(sums[k] / area) if confidence is not None else float("nan")
+            peak = float(maxima[k]) if confidence is not None else float("nan")
+            name = class_names[c] if c < len(class_names) else f"class{c}"
+            regions.append(DefectRegion(image_id, c, name, area, x, y, w, h, mean, peak))
+    return regions
+
+
+def write_defects(results: Iterable[ImageResult], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``defects.csv`` and ``defects.jsonl`` (atomically): one row per region, images in order.
+
+    Columns / keys: :data:`DEFECT_FIELDS`. An image without defects contributes no row.
+
+    Example:
+        >>> write_defects(report.results, "pred")  # doctest: +SKIP
+        (PosixPath('pred/defects.csv'), PosixPath('pred/defects.jsonl'))
+    """
+    out = Path(out_dir)
+    rows = [d.record() for r in results for d in r.defects]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(DEFECT_FIELDS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "defects.csv", buf.getvalue())
+    atomic_write_text(out / "defects.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return out / "defects.csv", out / "defects.jsonl"
 
 
 def write_submission(results: Iterable[ImageResult], path: str | Path, num_classes: int) -> Path:
