@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test bench lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/steelkd experiment --config configs/experiments/demo.yaml --out demo_out
 	@echo "report: demo_out/report.md"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/all.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -15,7 +15,7 @@ FLOORS: dict[str, int] = {
     "tiling": 1,
     "models": 2,
     "engine": 3, "evaluate": 3, "bench": 3, "export": 3,
-    "experiment": 4, "predict": 4, "calibrate": 4,
+    "experiment": 4, "predict": 4, "calibrate": 4, "tune": 4,
     "cli": 5,
 }  # fmt: skip
 

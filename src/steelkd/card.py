@@ -14,7 +14,9 @@ Example:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from steelkd.data.image import MEAN, STD
@@ -25,8 +27,12 @@ __all__ = [
     "CARD_FORMAT",
     "CARD_NAME",
     "ONNX_CARD_KEY",
+    "OPENVINO_CARD_PATH",
+    "TUNING_NAME",
     "WEIGHTS_NAME",
     "ModelCard",
+    "machine_key",
+    "recorded_choice",
 ]
 
 #: The card's format tag.
@@ -36,6 +42,10 @@ WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "model.json"
 #: ONNX metadata key holding the card as a JSON string (written by :func:`steelkd.export.to_onnx`).
 ONNX_CARD_KEY = "steelkd.model_card"
+#: Where an OpenVINO IR (``model.xml``) keeps the card: ``rt_info[steelkd][model_card]``.
+OPENVINO_CARD_PATH: tuple[str, str] = ("steelkd", "model_card")
+#: The tuning record beside a model folder: the backend ``steelkd tune`` measured fastest on a machine.
+TUNING_NAME = "tuning.json"
 #: Key of the best epoch's validation metrics inside an engine Lightning checkpoint.
 BEST_METRICS_KEY = "steelkd_best_metrics"
 
@@ -126,3 +136,31 @@ def _postprocess_section(section: Any, source: str, num_classes: int) -> dict[st
         raise ValueError(f"{source}: model card postprocess: {exc}") from None
     return dict(section)
 
+
+def machine_key() -> str:
+    """What a tuning record is valid for: the CPU model, its core count and its bf16/int8 capabilities."""
+    from steelkd.runtime import cpu_flags, device_name
+
+    caps = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8"})
+    return f"{device_name('cpu')} [{' '.join(caps)}]"
+
+
+def recorded_choice(model_dir: str | Path) -> tuple[Path, str] | None:
+    """``(model file, backend)`` that ``steelkd tune`` recorded in ``model_dir/tuning.json`` for this
+    machine, or ``None`` (no record, another machine, or a file that is gone).
+
+    Raises:
+        ValueError: a tuning record that is not valid JSON (naming the file).
+    """
+    record = Path(model_dir) / TUNING_NAME
+    if not Path(model_dir).is_dir() or not record.is_file():
+        return None
+    try:
+        data = json.loads(record.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{record}: not valid JSON ({exc})") from exc
+    choice = data.get("choice") or {}
+    if data.get("machine") != machine_key() or not choice.get("backend"):
+        return None
+    target = Path(model_dir) / str(choice.get("file", "."))
+    return (target, str(choice["backend"])) if target.exists() else None

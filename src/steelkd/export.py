@@ -1,4 +1,4 @@
-"""ONNX export of a segmentation model (plain forward: image -> logits) and a parity check.
+"""Export of a segmentation model (plain forward: image -> logits): ONNX, OpenVINO IR (fp32 or int8).
 
 The model card goes into the file as the metadata entry :data:`steelkd.card.ONNX_CARD_KEY`
 (a JSON string), which :class:`steelkd.predict.OnnxBackend` reads back.
@@ -7,7 +7,10 @@ The model card goes into the file as the metadata entry :data:`steelkd.card.ONNX
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from steelkd.card import ONNX_CARD_KEY
+from steelkd.card import ONNX_CARD_KEY, OPENVINO_CARD_PATH
 from steelkd.io import atomic_path
+from steelkd.runtime import require_extra
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -141,3 +145,60 @@ def check_onnx(model: nn.Module, path: str | Path, x: torch.Tensor) -> float:
             f"{path}: ONNX output shape {out.shape} != PyTorch {ref.shape} for input {tuple(x.shape)}"
         )
     return float(np.max(np.abs(out - ref)))
+
+
+def to_openvino(
+    model: nn.Module,
+    path: str | Path,
+    card: dict[str, Any],
+    *,
+    calibration: Sequence[np.ndarray] | None = None,
+    sample_size: tuple[int, int] = (256, 256),
+) -> Path:
+    """Export ``model`` to an OpenVINO IR (``.xml`` + ``.bin``, dynamic N/H/W), int8 when calibrated.
+
+    The graph goes through ONNX (:func:`to_onnx`, the same graph ONNX Runtime runs) and is read by
+    OpenVINO; the card is stored in the IR's ``rt_info`` (:data:`OPENVINO_CARD_PATH`). With
+    ``calibration`` (normalised ``3 x H x W`` float32 training images, e.g. 100-300 of them) the IR is
+    quantised to int8 by NNCF post-training quantisation (per-channel weights, the mixed preset keeps
+    activations asymmetric); without it the weights stay fp32 (the precision is chosen when the model is
+    compiled, see :class:`steelkd.predict.OpenVinoBackend`).
+
+    Args:
+        model: the segmentation model.
+        path: the output ``.xml`` (the ``.bin`` is written beside it).
+        card: the model card (:func:`steelkd.models.make_card`).
+        calibration: images for int8 calibration, or ``None`` for an fp32 IR.
+        sample_size: ``(H, W)`` of the tracing input.
+
+    Raises:
+        ValueError: openvino (or nncf, for int8) is not installed (``pip install 'steelkd[openvino]'``),
+            a bad path, or an empty calibration set.
+
+    Example:
+        >>> to_openvino(model, "int8/model.xml", card, calibration=images)  # doctest: +SKIP
+    """
+    ov = require_extra("openvino", "openvino")
+    path = Path(path)
+    if path.suffix.lower() != ".xml":
+        raise ValueError(f"{path}: an OpenVINO model is a .xml file (with its .bin beside it)")
+    if calibration is not None and len(calibration) == 0:
+        raise ValueError("int8 calibration needs at least one image")
+    nncf = require_extra("nncf", "openvino") if calibration is not None else None
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = to_onnx(model, Path(tmp) / "model.onnx", sample_size=sample_size)
+        ov_model = ov.Core().read_model(str(onnx_path))
+        if nncf is not None:
+            data = nncf.Dataset(list(calibration), lambda x: np.ascontiguousarray(x[None], np.float32))
+            ov_model = nncf.quantize(
+                ov_model, data, preset=nncf.QuantizationPreset.MIXED, subset_size=len(calibration)
+            )
+        ov_model.set_rt_info(json.dumps(card, default=str), list(OPENVINO_CARD_PATH))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = Path(tmp) / "staged.xml"
+        ov.save_model(ov_model, str(staged), compress_to_fp16=False)
+        with atomic_path(path.with_suffix(".bin")) as bin_tmp:
+            shutil.copyfile(staged.with_suffix(".bin"), bin_tmp)
+        with atomic_path(path) as xml_tmp:
+            shutil.copyfile(staged, xml_tmp)
+    return path

@@ -36,7 +36,12 @@ def register(app: typer.Typer) -> None:
         inputs: list[str] = typer.Option(..., "--input", "-i",
                                          help="Image file, directory or glob (quote it). Repeatable."),
         out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
-        backend: str = typer.Option("auto", help="torch, onnxruntime, or auto (onnxruntime for .onnx)."),
+        backend: str = typer.Option(
+            "auto",
+            help="auto (the `steelkd tune` choice for this machine; onnxruntime for .onnx, openvino for "
+            ".xml; else torch), torch, torch-bf16, torch-compile, torch-compile-bf16, onnxruntime, "
+            "openvino, openvino-bf16.",
+        ),
         device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
         batch_size: int = typer.Option(4, "--batch-size", "-b", help="Images per forward pass."),
         tta: bool = typer.Option(False, "--tta", help="Flip TTA: mean softmax of image, h-flip and v-flip."),

@@ -22,7 +22,14 @@ Example:
 from __future__ import annotations
 
 from steelkd.postprocess import PostProcess
-from steelkd.predict.backends import Backend, OnnxBackend, TorchBackend, load_backend
+from steelkd.predict.backends import (
+    BACKENDS,
+    Backend,
+    OnnxBackend,
+    OpenVinoBackend,
+    TorchBackend,
+    load_backend,
+)
 from steelkd.predict.pipeline import FilePipeline, OutputOptions, resolve_inputs
 from steelkd.predict.predictor import Predictor, predict_files
 from steelkd.predict.results import (
@@ -35,12 +42,14 @@ from steelkd.predict.results import (
 )
 
 __all__ = [
+    "BACKENDS",
     "Backend",
     "DefectRegion",
     "Failure",
     "FilePipeline",
     "ImageResult",
     "OnnxBackend",
+    "OpenVinoBackend",
     "OutputOptions",
     "PostProcess",
     "PredictionReport",

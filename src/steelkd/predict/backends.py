@@ -25,9 +25,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from steelkd.card import ONNX_CARD_KEY, ModelCard
+from steelkd.card import ONNX_CARD_KEY, OPENVINO_CARD_PATH, ModelCard, recorded_choice
 
-__all__ = ["Backend", "OnnxBackend", "TorchBackend", "load_backend"]
+__all__ = ["BACKENDS", "Backend", "OnnxBackend", "OpenVinoBackend", "TorchBackend", "load_backend"]
 
 
 class Backend(Protocol):
@@ -45,20 +45,24 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """PyTorch backend: a saved steelkd model, fp32 or bf16 autocast.
+    """PyTorch backend: a saved steelkd model, eager or compiled, fp32 or bf16 autocast.
 
     Args:
         model_path: model directory / ``.safetensors`` / engine ``.ckpt`` (see :mod:`steelkd.models.saved`).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"`` (CUDA when available), resolved by
             :func:`steelkd.runtime.resolve_device` (ValueError when unknown or unavailable).
         bf16: run under ``torch.autocast(dtype=torch.bfloat16)`` (CPU or CUDA).
+        compile: ``torch.compile`` with inductor, frozen weights and channels-last memory (compiles once
+            per input size, on the first call of that size).
 
     Example:
         >>> backend = TorchBackend("runs/x/model", bf16=True)  # doctest: +SKIP
         >>> logits = backend(batch)  # doctest: +SKIP
     """
 
-    def __init__(self, model_path: str | Path, device: str = "cpu", bf16: bool = False) -> None:
+    def __init__(
+        self, model_path: str | Path, device: str = "cpu", bf16: bool = False, compile: bool = False
+    ) -> None:
         # imported here, not at module level: the onnxruntime backend must not import model code
         import torch
 
@@ -70,13 +74,23 @@ class TorchBackend:
         self.model = model.to(self.device).eval()
         self.card = ModelCard.from_dict(card, str(model_path))
         self.bf16 = bf16
-        self.name = f"torch-{'bf16' if bf16 else 'fp32'}-{self.device.type}"
+        self.channels_last = compile
+        if compile:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True  # weights become constants: folded and pre-packed
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = torch.compile(self.model, backend="inductor", dynamic=False)
+        kind = "torch-compile" if compile else "torch"
+        self.name = f"{kind}-{'bf16' if bf16 else 'fp32'}-{self.device.type}"
         self._torch = torch
         self._autocast = autocast_context
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self._autocast(self.device, "bf16-mixed" if self.bf16 else "32"):
             out = self.model(x)
         if isinstance(out, dict):
@@ -143,30 +157,131 @@ class OnnxBackend:
         return np.asarray(out, dtype=np.float32)
 
 
+class OpenVinoBackend:
+    """OpenVINO backend (Intel's CPU runtime): an IR from ``steelkd export --format openvino[-int8]``, an
+    ``.onnx`` file, or a saved model folder (converted in memory through ONNX).
+
+    The compute precision is set explicitly (``INFERENCE_PRECISION_HINT``): left alone, the CPU plugin
+    silently runs bf16 on CPUs that have it. An int8 IR runs its quantised layers in int8 whatever the hint.
+
+    Args:
+        model_path: ``.xml`` (card in its ``rt_info``), ``.onnx`` (card in its metadata) or a model folder.
+        bf16: compute in bf16 (needs a CPU with AVX-512 BF16 or AMX: ValueError otherwise).
+        threads: inference threads (0: OpenVINO's default, all cores).
+
+    Raises:
+        ValueError: openvino is not installed (``pip install 'steelkd[openvino]'``), a file it cannot read,
+            or bf16 on a CPU without native bf16.
+    """
+
+    def __init__(self, model_path: str | Path, bf16: bool = False, threads: int = 0) -> None:
+        from steelkd.runtime import cpu_has_bf16, require_extra
+
+        ov = require_extra("openvino", "openvino")
+        path = Path(model_path)
+        if bf16 and not cpu_has_bf16():
+            raise ValueError("openvino bf16 needs a CPU with AVX-512 BF16 or AMX; this one has neither")
+        core = ov.Core()
+        ov_model, card = _read_openvino(core, path)
+        self.card = ModelCard.from_dict(card, str(path))
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
+                                  "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            self.compiled = core.compile_model(ov_model, "CPU", config)
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: OpenVINO cannot compile the model ({exc})") from exc
+        self.request = self.compiled.create_infer_request()
+        int8 = any(op.get_type_name() == "FakeQuantize" for op in ov_model.get_ops())
+        self.name = f"openvino-{'int8-' if int8 else ''}{'bf16' if bf16 else 'fp32'}-cpu"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        out = self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        return np.array(out, dtype=np.float32)
+
+
+def _read_openvino(core: Any, path: Path) -> tuple[Any, dict[str, Any]]:
+    """The OpenVINO model at ``path`` and its model card."""
+    if path.suffix.lower() == ".xml":
+        try:
+            model = core.read_model(str(path))
+            card = json.loads(model.get_rt_info(list(OPENVINO_CARD_PATH)).astype(str))
+        except (RuntimeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a steelkd OpenVINO model ({exc})") from exc
+        return model, card
+    if path.suffix.lower() == ".onnx":
+        probe = OnnxBackend(path)  # reads and checks the card; the graph is then read by OpenVINO
+        return core.read_model(str(path)), probe.card.raw
+    import tempfile
+
+    from steelkd.export import to_onnx
+    from steelkd.models.saved import load_model
+
+    net, card = load_model(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = to_onnx(net, Path(tmp) / "model.onnx")
+        return core.read_model(str(onnx_path)), card
+
+
+#: The backends ``load_backend`` knows, by name (``auto`` is resolved from the file or the tuning record).
+BACKENDS: tuple[str, ...] = (
+    "torch",
+    "torch-bf16",
+    "torch-compile",
+    "torch-compile-bf16",
+    "onnxruntime",
+    "openvino",
+    "openvino-bf16",
+)
+
+
 def load_backend(
     model_path: str | Path, backend: str = "auto", device: str = "cpu", bf16: bool = False
-) -> TorchBackend | OnnxBackend:
-    """Open a model with the named backend (``"auto"``: ``onnxruntime`` for ``.onnx`` files, else ``torch``).
+) -> Backend:
+    """Open a model with the named backend (one of :data:`BACKENDS`, or ``"auto"``).
+
+    ``auto``: ``onnxruntime`` for ``.onnx`` files, ``openvino`` for ``.xml`` files; for a model folder the
+    backend ``steelkd tune`` recorded beside it for this machine (:func:`steelkd.card.recorded_choice`),
+    else ``torch``.
+    ``bf16=True`` is the same as the backend's ``-bf16`` variant (ONNX Runtime runs fp32 only).
 
     Raises:
         FileNotFoundError: the model path does not exist.
-        ValueError: an unknown backend, bf16 with onnxruntime, or a model that cannot be loaded.
+        ValueError: an unknown backend, a backend that cannot open this file, or a model that cannot be
+            loaded.
 
     Example:
-        >>> load_backend("runs/x/model", device="auto").name  # doctest: +SKIP
-        'torch-fp32-cuda'
+        >>> load_backend("runs/x/model", "openvino-bf16").name  # doctest: +SKIP
+        'openvino-bf16-cpu'
     """
     path = Path(model_path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: model not found")
     if backend == "auto":
-        backend = "onnxruntime" if path.suffix.lower() == ".onnx" else "torch"
-    if backend == "onnxruntime":
+        path, backend = _auto(path)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected auto or one of {', '.join(BACKENDS)}, got {backend!r}")
+    kind = backend.removesuffix("-bf16")
+    bf16 = bf16 or backend.endswith("-bf16")
+    suffix = path.suffix.lower()
+    if kind == "onnxruntime":
         if bf16:
-            raise ValueError("--bf16 applies to the torch backend only (the ONNX model runs in fp32)")
+            raise ValueError("--bf16 applies to the torch and openvino backends (ONNX Runtime runs fp32)")
         return OnnxBackend(path, device=device)
-    if backend == "torch":
-        if path.suffix.lower() == ".onnx":
-            raise ValueError(f"{path}: an ONNX file needs --backend onnxruntime")
-        return TorchBackend(path, device=device, bf16=bf16)
-    raise ValueError(f"backend: expected auto, torch or onnxruntime, got {backend!r}")
+    if kind == "openvino":
+        return OpenVinoBackend(path, bf16=bf16)
+    if suffix in (".onnx", ".xml"):
+        raise ValueError(f"{path}: a {suffix} file needs --backend onnxruntime or openvino")
+    return TorchBackend(path, device=device, bf16=bf16, compile=kind == "torch-compile")
+
+
+def _auto(path: Path) -> tuple[Path, str]:
+    """The file and backend ``auto`` means for ``path``."""
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return path, "onnxruntime"
+    if suffix == ".xml":
+        return path, "openvino"
+    choice = recorded_choice(path)
+    return (path, "torch") if choice is None else choice

@@ -1,0 +1,168 @@
+"""``make bench``: every benchmark in one run, then ``benchmarks/RESULTS.md`` and ``benchmarks/results.json``.
+
+Runs each script of ``benchmarks/`` (quick mode by default: a few minutes on 2 cores; ``--full`` for the
+scripts' full modes) one after the other on this machine, collects their JSON, and writes the tables, the
+machine, the versions, the CPU's peak and a flat ``ratios`` object with the targets of issue 10 and whether
+each is met. Run it on a quiet machine: the ratios are measured side by side, but a second heavy job skews
+the figures that share the CPU with it.
+
+Example:
+    .venv/bin/python benchmarks/all.py            # quick
+    .venv/bin/python benchmarks/all.py --full
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RLE_CSV = HERE.parents[1] / "shared" / "data" / "severstal" / "train_subset.csv"
+
+#: target per ratio key: (comparison, value); None where steelkd does not implement the measured thing yet.
+TARGETS: dict[str, tuple[str, float]] = {
+    "student_best_vs_smp_fp32": (">=", 3.0),
+    "student_int8_vs_smp_fp32": (">=", 4.5),
+    "student_vs_teacher_min": (">=", 1.77),
+    "train_student_fast_vs_plain": (">=", 2.0),
+    "distill_step_vs_student_step": ("<=", 1.5),
+    "distill_cached_step_vs_student_step": ("<=", 1.15),
+    "predict_end_to_end_vs_model_only": (">=", 0.9),
+    "rle_decode_vs_kaggle": (">=", 5.0),
+    "rle_encode_vs_kaggle": (">=", 5.0),
+}
+
+
+def _run(script: str, args: list[str], json_path: Path) -> tuple[str, dict[str, Any]]:
+    """Run ``benchmarks/<script>`` with ``--json``; returns its stdout (markdown) and its JSON."""
+    cmd = [sys.executable, str(HERE / script), *args, "--json", str(json_path)]
+    print("$", " ".join(cmd[1:]), file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+    print(f"  {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    return done.stdout, json.loads(json_path.read_text())
+
+
+def collect(full: bool) -> dict[str, Any]:
+    q = [] if full else ["--quick"]
+    with tempfile.TemporaryDirectory(prefix="steelkd_bench_") as tmp:
+        t = Path(tmp)
+        speed_md, speed = _run("speed.py", q, t / "speed.json")
+        pred_args = [] if full else ["--images", "6", "--batch-size", "2", "--backends", "torch-fp32"]
+        pred_md, pred = _run("predict.py", pred_args, t / "predict.json")
+        train_args = ["--teacher", "resunet_convnext_nano_gc_ff", "--student", "resunet_convnext_atto",
+                      "--batch", "8", "--crop", "128x128", "--classes", "4"]  # fmt: skip
+        train_args += ["--repeats", "5" if full else "3", "--warmup", "2" if full else "1"]
+        train_md, train = _run("train.py", train_args, t / "train.json")
+        rle_md, rle = ("", {})
+        if RLE_CSV.is_file():
+            rle_md, rle = _run(
+                "rle.py", ["--csv", str(RLE_CSV), "--repeats", "7" if full else "3"], t / "rle.json"
+            )
+    fp32 = next(r for r in train["results"] if r["precision"] == "fp32")
+    bf16 = next((r for r in train["results"] if r["precision"] == "bf16"), fp32)
+    ratios = {k: v for k, v in speed["ratios"].items() if k != "student_best_backend"}
+    ratios.update(
+        {
+            # "fast settings" measured so far: bf16 autocast (channels-last and compile: not yet)
+            "train_student_fast_vs_plain": fp32["student"] / min(fp32["student"], bf16["student"]),
+            "distill_step_vs_student_step": min(r["distill_step_vs_student_step"] for r in train["results"]),
+            "distill_cached_step_vs_student_step": None,  # teacher-logit cache: not implemented yet
+            "predict_end_to_end_vs_model_only": min(r["model_share"] for r in pred["results"]),
+            "rle_decode_vs_kaggle": rle["rows"][0]["speedup"] if rle else None,
+            "rle_encode_vs_kaggle": rle["rows"][1]["speedup"] if rle else None,
+        }
+    )
+    return {
+        "mode": "full" if full else "quick",
+        "machine": speed["machine"],
+        "versions": _versions(),
+        "peak": speed["peak"],
+        "student_best_backend": speed["ratios"].get("student_best_backend"),
+        "ratios": ratios,
+        "targets": {
+            k: {"target": f"{op} {v}", "met": _met(ratios.get(k), op, v)} for k, (op, v) in TARGETS.items()
+        },
+        "markdown": {"speed": speed_md, "predict": pred_md, "train": train_md, "rle": rle_md},
+        "raw": {"speed": speed, "predict": pred, "train": train, "rle": rle},
+    }
+
+
+def _met(value: float | None, op: str, target: float) -> bool | None:
+    if value is None:
+        return None
+    return value >= target if op == ">=" else value <= target
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+    import torch
+
+    out = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+    try:
+        import openvino
+
+        out["openvino"] = openvino.__version__
+    except ImportError:
+        pass
+    return out
+
+
+def to_markdown(res: dict[str, Any]) -> str:
+    lines = [
+        "# steelkd benchmark results",
+        "",
+        f"`make bench` ({res['mode']} mode, `python benchmarks/all.py`) on {res['machine']}; "
+        + ", ".join(f"{k} {v}" for k, v in res["versions"].items())
+        + f"; written {time.strftime('%Y-%m-%d %H:%M')}. Medians; every ratio is measured side by side in "
+        "this one run. Figures from another session or CPU are not comparable.",
+        "",
+        "## Ratios and targets",
+        "",
+        "| ratio | measured | target | met |",
+        "| --- | ---: | --- | --- |",
+    ]
+    for k, t in res["targets"].items():
+        v = res["ratios"].get(k)
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        lines.append(f"| `{k}` | {'–' if v is None else f'{v:.2f}'} | {t['target']} | {met} |")
+    lines += ["", f"Student's fastest non-int8 backend here: {res['student_best_backend']}.", ""]
+    sections = (
+        ("Inference speed and peak fraction", "speed"),
+        ("Batch prediction end to end", "predict"),
+        ("Training step throughput", "train"),
+        ("RLE codec", "rle"),
+    )
+    for title, key in sections:
+        if res["markdown"][key].strip():
+            lines += [f"## {title}", "", res["markdown"][key].strip(), ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--full", action="store_true", help="the scripts' full modes (much longer)")
+    ap.add_argument("--out", type=Path, default=HERE, help="folder for RESULTS.md and results.json")
+    args = ap.parse_args(argv)
+    res = collect(args.full)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "RESULTS.md").write_text(to_markdown(res))
+    slim = {k: v for k, v in res.items() if k != "markdown"}
+    (args.out / "results.json").write_text(json.dumps(slim, indent=2, default=str) + "\n")
+    print(to_markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
