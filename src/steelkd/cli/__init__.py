@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from steelkd.cli import bench, calibrate, data, evaluate, experiment, export, models, predict, train
+from steelkd.cli import bench, calibrate, data, evaluate, experiment, export, models, predict, train, tune
 
 app = typer.Typer(
     name="steelkd",
@@ -18,7 +18,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for _module in (data, models, train, evaluate, calibrate, bench, experiment, predict, export):
+for _module in (data, models, train, evaluate, calibrate, bench, tune, experiment, predict, export):
     _module.register(app)
 
 
