@@ -30,12 +30,10 @@ from steelkd.bench import count_gmacs, cpu_peak
 from steelkd.config import SEVERSTAL_CLASSES, parse_size
 from steelkd.data.image import normalize
 from steelkd.data.synth import render
-from steelkd.export import to_onnx, to_openvino
 from steelkd.io import atomic_write_text
 from steelkd.models import create_model, make_card, save_model
-from steelkd.predict import load_backend
 from steelkd.runtime import device_name
-from steelkd.tune import available_backends, measure_backend
+from steelkd.tune import available_backends, export_artifacts, measure_backend, open_backend
 
 STUDENT, TEACHER = "resunet_convnext_tiny", "resunet_convnext_base_gc_ff"
 SMP = "smp_unet_tu-convnext_tiny"
@@ -48,29 +46,11 @@ def _calibration(n: int, size: tuple[int, int]) -> list[np.ndarray]:
     return [normalize(render(0, i, *size)[0]) for i in range(n)]
 
 
-def _files(name: str, root: Path, size: tuple[int, int], calib: int) -> dict[str, Path]:
-    """A random-init model saved as a steelkd folder, with its ONNX and OpenVINO (fp32, int8) exports."""
+def _model_dir(name: str, root: Path) -> Path:
+    """A random-init model saved as a steelkd folder (speed does not depend on the weights)."""
     torch.manual_seed(0)
     model = create_model(name, num_classes=len(SEVERSTAL_CLASSES)).eval()
-    card = make_card(model, SEVERSTAL_CLASSES)
-    folder = save_model(model, root / name, card)
-    files = {"folder": folder, "onnx": to_onnx(model, root / f"{name}.onnx", card=card)}
-    files["xml"] = to_openvino(model, root / name / "ov" / "model.xml", card)
-    if calib:
-        files["int8"] = to_openvino(
-            model, root / name / "ov8" / "model.xml", card, calibration=_calibration(calib, size)
-        )
-    return files
-
-
-def _open(backend: str, files: dict[str, Path]) -> Any:
-    if backend == "onnxruntime":
-        return load_backend(files["onnx"], "onnxruntime")
-    if backend == "openvino-int8":
-        return load_backend(files["int8"], "openvino")
-    if backend.startswith("openvino"):
-        return load_backend(files["xml"], backend)
-    return load_backend(files["folder"], backend)
+    return save_model(model, root / name, make_card(model, SEVERSTAL_CLASSES))
 
 
 def _precision(backend: str) -> str:
@@ -95,11 +75,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
         s = measure_backend(smp_call, size, args.repeats, args.warmup)
         rows.append({"model": SMP, "backend": "torch", "latency_ms": s * 1e3, "gmacs": smp_gmacs})
+        calib = _calibration(args.calib, size) if "openvino-int8" in backends else None
         for name in (STUDENT, TEACHER):
-            files = _files(name, Path(tmp), size, args.calib if "openvino-int8" in backends else 0)
+            folder = _model_dir(name, Path(tmp))
+            plan = export_artifacts(folder, [b for b in backends if b != "openvino-int8"], calib)
             gmacs = count_gmacs(create_model(name, num_classes=len(SEVERSTAL_CLASSES)), (1, 3, *size))
-            for b in backends:
-                s = measure_backend(_open(b, files), size, args.repeats, args.warmup)
+            for b, file in plan:
+                s = measure_backend(open_backend(folder, b, file), size, args.repeats, args.warmup)
                 rows.append({"model": name, "backend": b, "latency_ms": s * 1e3, "gmacs": gmacs})
                 print(f"{name} {b}: {s * 1e3:.0f} ms", file=sys.stderr)
     for r in rows:

@@ -76,8 +76,16 @@ def test_tune_records_the_fastest_eligible_backend_and_auto_uses_it(
     shutil.copytree(model_dir, work)
     imgs, masks = [i for i, _ in images], [m for _, m in images]
     calib = [normalize(i) for i in imgs]
-    res = tune(work, imgs, masks, size=(64, 128), repeats=3, warmup=1, calibration=calib,
-               backends=["torch", "onnxruntime", "openvino", "openvino-int8"])
+    res = tune(
+        work,
+        imgs,
+        masks,
+        size=(64, 128),
+        repeats=3,
+        warmup=1,
+        calibration=calib,
+        backends=["torch", "onnxruntime", "openvino", "openvino-int8"],
+    )
     names = [r["backend"] for r in res.rows]
     assert names == ["torch", "onnxruntime", "openvino", "openvino-int8"]
     ref = res.rows[0]
@@ -112,3 +120,36 @@ def test_predictor_runs_on_an_openvino_backend(model_dir: Path, images: list) ->
     imgs = [i for i, _ in images]
     for a, b in zip(ov.predict_arrays(imgs), eager.predict_arrays(imgs), strict=True):
         assert (a == b).mean() > 0.999
+
+
+def test_cli_bench_measures_each_backend_with_its_peak_fraction(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from steelkd.cli import app
+
+    out = tmp_path / "bench.json"
+    args = [
+        "bench",
+        "--models",
+        "resunet_convnext_atto",
+        "--size",
+        "64x96",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--backends",
+        "torch,openvino",
+        "--device",
+        "cpu",
+        "--json",
+        str(out),
+    ]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())
+    assert [r["backend"] for r in rows] == ["torch", "openvino"]
+    assert all(r["latency_ms"] > 0 and 0 < r["of_peak"] < 1 and r["gmacs"] > 0 for r in rows)
+    assert "peak of this CPU from its flags" in res.output
+    bad = CliRunner().invoke(app, [*args[:-2], "--backends", "tensorrt"])
+    assert bad.exit_code == 1 and "unknown 'tensorrt'" in bad.output

@@ -34,7 +34,17 @@ from steelkd.postprocess import PostProcess
 from steelkd.predict import BACKENDS, Predictor, load_backend
 from steelkd.runtime import cpu_has_bf16
 
-__all__ = ["INT8_DIR", "OPENVINO_DIR", "TuneResult", "available_backends", "measure_backend", "tune"]
+__all__ = [
+    "INT8_DIR",
+    "OPENVINO_DIR",
+    "TuneResult",
+    "available_backends",
+    "benchmark_backends",
+    "export_artifacts",
+    "measure_backend",
+    "open_backend",
+    "tune",
+]
 
 #: Where ``tune`` writes the OpenVINO models inside the model folder (fp32 weights; int8).
 OPENVINO_DIR = "openvino"
@@ -138,7 +148,7 @@ def tune(
         raise ValueError(f"--backends: unknown {', '.join(unknown)} (known: {known})")
     want_int8 = calibration is not None and "openvino" in names
     want_int8 = want_int8 and (backends is None or "openvino-int8" in backends)
-    plan = _artifacts(model_dir, names, calibration if want_int8 else None)
+    plan = export_artifacts(model_dir, names, calibration if want_int8 else None)
     rows = [_measure(model_dir, name, file, images, masks, size, repeats, warmup) for name, file in plan]
     ref = next(r for r in rows if r["backend"] == "torch")["mdice"]
     for r in rows:
@@ -162,11 +172,12 @@ def tune(
     return TuneResult(rows, choice, record, meta)
 
 
-def _artifacts(
+def export_artifacts(
     model_dir: Path, names: Sequence[str], calibration: Sequence[np.ndarray] | None
 ) -> list[tuple[str, str]]:
     """``(backend, file relative to model_dir)`` per backend, exporting the files the runtimes load:
-    ``model.onnx`` (ONNX Runtime), ``openvino/model.xml`` (fp32 IR), ``openvino_int8/model.xml``."""
+    ``model.onnx`` (ONNX Runtime), ``openvino/model.xml`` (fp32 IR), ``openvino_int8/model.xml`` (with
+    ``calibration``; listed as backend ``openvino-int8``). Open each with :func:`open_backend`."""
     from steelkd.export import to_onnx, to_openvino
     from steelkd.models import load_model
 
@@ -183,6 +194,11 @@ def _artifacts(
     return plan
 
 
+def open_backend(model_dir: str | Path, name: str, file: str) -> Any:
+    """The backend ``name`` on ``model_dir/file`` (as listed by :func:`export_artifacts`)."""
+    return load_backend(Path(model_dir) / file, name.replace("openvino-int8", "openvino"))
+
+
 def _measure(
     model_dir: Path,
     name: str,
@@ -193,7 +209,7 @@ def _measure(
     repeats: int,
     warmup: int,
 ) -> dict[str, Any]:
-    backend = load_backend(model_dir / file, name.replace("openvino-int8", "openvino"))
+    backend = open_backend(model_dir, name, file)
     seconds = measure_backend(backend, size, repeats, warmup)
     row = {
         "backend": name,
@@ -203,3 +219,41 @@ def _measure(
         "mdice": _mdice(backend, images, masks),
     }
     return {k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in row.items()}
+
+
+def benchmark_backends(
+    model_dir: str | Path,
+    backends: Sequence[str],
+    size: tuple[int, int],
+    *,
+    repeats: int = 10,
+    warmup: int = 2,
+    calibration: Sequence[np.ndarray] | None = None,
+) -> list[dict[str, Any]]:
+    """Latency of one saved model in each backend (``openvino-int8`` needs ``calibration``), side by side.
+
+    Returns one row per backend: ``backend``, ``runs_as``, ``latency_ms`` (median), ``fps``.
+
+    Raises:
+        ValueError: an unknown or unavailable backend (the reason is named).
+    """
+    skip = dict(available_backends())
+    for b in backends:
+        if b not in skip and b != "openvino-int8":
+            raise ValueError(f"--backends: unknown {b!r} (known: {', '.join([*BACKENDS, 'openvino-int8'])})")
+        if skip.get(b.replace("openvino-int8", "openvino")):
+            raise ValueError(
+                f"--backends: {b} is not available here: {skip[b.replace('openvino-int8', 'openvino')]}"
+            )
+    if "openvino-int8" in backends and not calibration:
+        raise ValueError("--backends openvino-int8 needs calibration images (--calib-data)")
+    plain = [b for b in backends if b != "openvino-int8"]
+    plan = export_artifacts(model_dir, plain, calibration if "openvino-int8" in backends else None)
+    rows = []
+    for name, file in plan:
+        backend = open_backend(model_dir, name, file)
+        seconds = measure_backend(backend, size, repeats, warmup)
+        rows.append(
+            {"backend": name, "runs_as": backend.name, "latency_ms": seconds * 1e3, "fps": 1 / seconds}
+        )
+    return rows
