@@ -153,3 +153,22 @@ def test_cli_bench_measures_each_backend_with_its_peak_fraction(tmp_path: Path) 
     assert "peak of this CPU from its flags" in res.output
     bad = CliRunner().invoke(app, [*args[:-2], "--backends", "tensorrt"])
     assert bad.exit_code == 1 and "unknown 'tensorrt'" in bad.output
+
+
+def test_cli_evaluate_scores_an_inference_backend_like_torch(model_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from steelkd.cli import app
+    from steelkd.data.synth import generate
+
+    root = generate(tmp_path / "synth", n=12, seed=2, height=64, width=256)
+    scores = {}
+    for backend in ("torch", "openvino"):
+        out = tmp_path / f"{backend}.json"
+        args = ["evaluate", "--model", str(model_dir), "--data-root", str(root), "--kind", "synth",
+                "--device", "cpu", "--backend", backend, "--out", str(out)]  # fmt: skip
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+        scores[backend] = json.loads(out.read_text())
+    assert scores["openvino"]["num_images"] == scores["torch"]["num_images"] > 0
+    assert scores["openvino"]["mdice"] == pytest.approx(scores["torch"]["mdice"], abs=2e-3)

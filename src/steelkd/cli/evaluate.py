@@ -76,6 +76,19 @@ def validation_data(
     return cfg, val
 
 
+def _network(model: Path, net: Any, backend: str, device: str, precision: str) -> tuple[Any, str, str]:
+    """The network ``evaluate`` scores: the PyTorch model (``torch``, or ``auto`` without a tuning record
+    for this machine), else the backend as a module (on the CPU, in the backend's own precision)."""
+    from steelkd.card import recorded_choice
+    from steelkd.predict.backends import as_module, load_backend
+
+    if backend == "torch" or (backend == "auto" and recorded_choice(model) is None):
+        return net, device, precision
+    chosen = load_backend(model, backend)
+    err_console.print(f"backend: {chosen.name}", highlight=False)
+    return as_module(chosen), "cpu", "32"
+
+
 def register(app: typer.Typer) -> None:
     """Add ``evaluate``."""
 
@@ -88,8 +101,12 @@ def register(app: typer.Typer) -> None:
         data_root: Path = typer.Option(None, "--data-root", help="Data set root (instead of --config)."),
         kind: str = typer.Option("severstal", "--kind", help="With --data-root: severstal, folder or synth."),
         batch_size: int = typer.Option(1, "--batch-size", help="Images per forward pass (equal sizes only)."),
-        device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
-        precision: str = typer.Option("32", help="32, bf16-mixed or 16-mixed."),
+        device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ... (the torch backend)."),
+        precision: str = typer.Option("32", help="32, bf16-mixed or 16-mixed (the torch backend)."),
+        backend: str = typer.Option(
+            "auto", help="auto (the `steelkd tune` choice for this machine, else torch with --device and "
+            "--precision), torch, or an inference backend: torch-compile, onnxruntime, openvino, "
+            "openvino-bf16 ... (CPU)."),
         num_workers: int = typer.Option(0, "--num-workers", help="Image-reading worker processes."),
         out: Path = typer.Option(
             None, "--out", "-o", help="JSON file [default: eval.json beside the model]."
@@ -118,6 +135,7 @@ def register(app: typer.Typer) -> None:
             PostProcess(**overrides)  # a bad value fails before the model is loaded
             tiling = parse_tiling(tile, tile_overlap, batch_size)
             net, card = load_model(model)
+            net, device, precision = _network(model, net, backend, device, precision)
             post = None
             if postprocess or overrides:
                 post = postprocess_from_card(ModelCard.from_dict(card, str(model)).postprocess, **overrides)

@@ -27,7 +27,15 @@ import numpy as np
 
 from steelkd.card import ONNX_CARD_KEY, OPENVINO_CARD_PATH, ModelCard, recorded_choice
 
-__all__ = ["BACKENDS", "Backend", "OnnxBackend", "OpenVinoBackend", "TorchBackend", "load_backend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "OnnxBackend",
+    "OpenVinoBackend",
+    "TorchBackend",
+    "as_module",
+    "load_backend",
+]
 
 
 class Backend(Protocol):
@@ -285,3 +293,26 @@ def _auto(path: Path) -> tuple[Path, str]:
         return path, "openvino"
     choice = recorded_choice(path)
     return (path, "torch") if choice is None else choice
+
+
+def as_module(backend: Backend) -> Any:
+    """A ``torch.nn.Module`` view of a backend (CPU tensors in, logits out), so code written for PyTorch
+    models — :func:`steelkd.evaluate.evaluate_model`, tiling — scores any backend the same way.
+
+    Example:
+        >>> net = as_module(load_backend("runs/x/model", "openvino-bf16"))  # doctest: +SKIP
+        >>> evaluate_model(net, val_ds)["mdice"]  # doctest: +SKIP
+    """
+    import torch
+
+    class _BackendModule(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backend = backend
+            self.num_classes = backend.card.num_classes
+            self.name = backend.name
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(self.backend(x.detach().float().cpu().numpy()))
+
+    return _BackendModule()
