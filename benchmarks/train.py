@@ -52,9 +52,10 @@ def _timed(fn: Any, repeats: int, warmup: int, device: torch.device) -> float:
 def _child(job: dict[str, Any], queue: Any) -> None:
     torch.manual_seed(0)
     device = resolve_device(job["device"])
-    dtype = autocast_dtype(job["precision"])
+    dtype = autocast_dtype(job["precision"].removesuffix("-cl"))
+    fmt = torch.channels_last if job["precision"].endswith("-cl") else torch.contiguous_format
     n, (h, w), classes = job["batch"], job["crop"], job["classes"]
-    x = torch.randn(n, 3, h, w, device=device)
+    x = torch.randn(n, 3, h, w, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, classes, (n, h, w), device=device)
     ce = WeightedCrossEntropy(torch.ones(classes)).to(device)
     cwd = ChannelWiseDivergence(tau=1.0)
@@ -62,7 +63,7 @@ def _child(job: dict[str, Any], queue: Any) -> None:
     def autocast() -> Any:
         return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
-    student = create_model(job["student"], num_classes=classes).to(device).train()
+    student = create_model(job["student"], num_classes=classes).to(device, memory_format=fmt).train()
     opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
     out: dict[str, Any] = {}
     if job["kind"] == "cwd":
@@ -74,7 +75,8 @@ def _child(job: dict[str, Any], queue: Any) -> None:
 
         out["seconds"] = _timed(cwd_step, job["repeats"], job["warmup"], device)
     elif job["kind"] == "distill":
-        teacher = create_model(job["teacher"], num_classes=classes).to(device).eval().requires_grad_(False)
+        teacher = create_model(job["teacher"], num_classes=classes).to(device, memory_format=fmt)
+        teacher = teacher.eval().requires_grad_(False)
 
         def kd_step() -> None:
             with torch.inference_mode(), autocast():
@@ -92,7 +94,7 @@ def _child(job: dict[str, Any], queue: Any) -> None:
         model = (
             student
             if job["kind"] == "student"
-            else create_model(job["teacher"], num_classes=classes).to(device)
+            else create_model(job["teacher"], num_classes=classes).to(device, memory_format=fmt)
         )
         model.train()
         mopt = opt if job["kind"] == "student" else torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -132,7 +134,9 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument(
+        "--precisions", default="fp32,bf16", help="comma-separated; a -cl suffix adds channels-last memory"
+    )
     ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     ap.add_argument("--json", default="", help="also write the results as JSON here")
     args = ap.parse_args()

@@ -54,6 +54,9 @@ class DataConfig:
         hflip, vflip, brightness_contrast: probabilities of those augmentations in training.
         batch_size: images per batch per device.
         num_workers: DataLoader worker processes.
+        cache_images: keep every decoded image in memory (``uint8`` H x W x 3, in each loader process), so
+            JPEG decoding leaves the training step after the first epoch. Costs H·W·3 bytes per image and
+            process (NEU-Seg: 0.4 GB; the Severstal defect images: 6.6 GB): off by default.
         max_train_images / max_val_images: cap on the number of images (0 = all), for quick runs.
         seed: seed of the split and of synthetic data.
         synth_n: number of images generated for ``kind="synth"``.
@@ -73,6 +76,7 @@ class DataConfig:
     brightness_contrast: float = 0.5
     batch_size: int = 8
     num_workers: int = 2
+    cache_images: bool = False
     max_train_images: int = 0
     max_val_images: int = 0
     seed: int = 0
@@ -118,6 +122,8 @@ class TrainConfig:
         precision: Lightning precision: ``"32"``, ``"bf16-mixed"``, ``"16-mixed"``, or ``"auto"``: bf16 only
             where it is measured faster on this machine (see :func:`steelkd.engine.train.resolve_precision`).
         accelerator / devices / num_nodes / strategy: passed to ``lightning.Trainer``.
+        channels_last: train (and run the teacher) in channels-last memory format, which oneDNN and cuDNN
+            convolutions prefer; a speed setting (see ``benchmarks/train.py``).
         seed: global seed (``lightning.seed_everything``).
         deterministic: ask torch for deterministic algorithms.
         val_every: validate every N epochs.
@@ -140,6 +146,7 @@ class TrainConfig:
     devices: Any = 1
     num_nodes: int = 1
     strategy: str = "auto"
+    channels_last: bool = False
     seed: int = 0
     deterministic: bool = False
     val_every: int = 1

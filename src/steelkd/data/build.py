@@ -176,12 +176,17 @@ def build_datasets(cfg: DataConfig) -> tuple[SegDataset, SegDataset]:
     if cfg.kind == "synth":
         if not (Path(cfg.root) / "train.csv").is_file():
             synth.generate(cfg.root, n=cfg.synth_n, seed=cfg.seed)
-        return _severstal(cfg)
-    if cfg.kind == "severstal":
-        return _severstal(cfg)
-    if cfg.kind == "folder":
-        return _folder(cfg)
-    raise ValueError(f"data.kind: expected severstal, folder or synth, got {cfg.kind!r}")
+        train, val = _severstal(cfg)
+    elif cfg.kind == "severstal":
+        train, val = _severstal(cfg)
+    elif cfg.kind == "folder":
+        train, val = _folder(cfg)
+    else:
+        raise ValueError(f"data.kind: expected severstal, folder or synth, got {cfg.kind!r}")
+    if cfg.cache_images:
+        train.cache_images()
+        val.cache_images()
+    return train, val
 
 
 def class_pixel_counts(ds: SegDataset) -> np.ndarray:

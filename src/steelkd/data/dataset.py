@@ -39,6 +39,7 @@ class SegDataset(Dataset):
         self.class_names = list(class_names)
         self.transform = transform
         self._sizes: dict[int, tuple[int, int]] = {}
+        self._cache: dict[int, np.ndarray] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -52,10 +53,22 @@ class SegDataset(Dataset):
         raise NotImplementedError
 
     def read_image(self, i: int) -> np.ndarray:
-        """Raw image ``i``: RGB ``uint8`` ``H x W x 3``, full size, no augmentation."""
+        """Raw image ``i``: RGB ``uint8`` ``H x W x 3``, full size, no augmentation.
+
+        With ``cache_images()`` on, each image is decoded once and a copy of the cached array is returned.
+        """
+        if self._cache is not None and i in self._cache:
+            return self._cache[i].copy()
         img = read_image(self.image_path(i))
         self._sizes[i] = (int(img.shape[0]), int(img.shape[1]))
+        if self._cache is not None:
+            self._cache[i] = img
+            return img.copy()
         return img
+
+    def cache_images(self, on: bool = True) -> None:
+        """Keep decoded images in memory from now on (``data.cache_images``), or drop the cache."""
+        self._cache = {} if on else None
 
     def image_size(self, i: int) -> tuple[int, int]:
         """``(height, width)`` of image ``i`` (from the file header; cached)."""

@@ -58,6 +58,17 @@ class SegmenterModule(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
+    # -- memory format (train.channels_last) ------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if self.cfg.train.channels_last:
+            self.to(memory_format=torch.channels_last)  # the student, and a distiller's teacher
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.cfg.train.channels_last:
+            x, y = batch
+            return x.contiguous(memory_format=torch.channels_last), y
+        return batch
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         loss = self.supervised_loss(self.model(x), y)

@@ -27,7 +27,14 @@ __all__ = ["HASH_EXCLUDE", "RunSpec", "config_hash", "plan_experiment"]
 
 
 #: Config fields left out of the content hash: they change where or how fast a run goes, not what it learns.
-HASH_EXCLUDE: tuple[str, ...] = ("name", "train.out_dir", "data.num_workers", "train.log_every")
+HASH_EXCLUDE: tuple[str, ...] = (
+    "name",
+    "train.out_dir",
+    "data.num_workers",
+    "train.log_every",
+    "data.cache_images",
+    "train.channels_last",
+)
 
 
 def config_hash(run_cfg: Config, teacher_hash: str | None = None) -> str:
