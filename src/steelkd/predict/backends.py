@@ -189,23 +189,38 @@ class OpenVinoBackend:
         path = Path(model_path)
         if bf16 and not cpu_has_bf16():
             raise ValueError("openvino bf16 needs a CPU with AVX-512 BF16 or AMX; this one has neither")
-        core = ov.Core()
-        ov_model, card = _read_openvino(core, path)
+        self._core = ov.Core()
+        self._model, card = _read_openvino(self._core, path)
+        self._path = path
         self.card = ModelCard.from_dict(card, str(path))
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
-                                  "PERFORMANCE_HINT": "LATENCY"}
+        self._config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+        }
         if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        try:
-            self.compiled = core.compile_model(ov_model, "CPU", config)
-        except RuntimeError as exc:
-            raise ValueError(f"{path}: OpenVINO cannot compile the model ({exc})") from exc
-        self.request = self.compiled.create_infer_request()
-        int8 = any(op.get_type_name() == "FakeQuantize" for op in ov_model.get_ops())
+            self._config["INFERENCE_NUM_THREADS"] = threads
+        self._requests: dict[tuple[int, ...], Any] = {}
+        int8 = any(op.get_type_name() == "FakeQuantize" for op in self._model.get_ops())
         self.name = f"openvino-{'int8-' if int8 else ''}{'bf16' if bf16 else 'fp32'}-cpu"
 
+    def _request(self, shape: tuple[int, ...]) -> Any:
+        """An infer request compiled for exactly this input shape (static shapes run faster than dynamic
+        ones in the CPU plugin); the last 8 shapes are kept."""
+        if shape not in self._requests:
+            model = self._model.clone()
+            model.reshape(list(shape))
+            try:
+                compiled = self._core.compile_model(model, "CPU", self._config)
+            except RuntimeError as exc:
+                raise ValueError(f"{self._path}: OpenVINO cannot compile the model ({exc})") from exc
+            if len(self._requests) >= 8:
+                self._requests.pop(next(iter(self._requests)))
+            self._requests[shape] = compiled.create_infer_request()
+        return self._requests[shape]
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        out = self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        out = self._request(tuple(x.shape)).infer({0: x})[0]
         return np.array(out, dtype=np.float32)
 
 
