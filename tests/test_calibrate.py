@@ -315,3 +315,18 @@ def test_calibrate_cli_errors_are_one_line(model_dir: Path, tmp_path: Path) -> N
         app, ["calibrate", "-m", str(model_dir), "--data-root", str(tmp_path), "--target", "f1"]
     )
     assert res.exit_code == 1 and "target" in res.stderr
+
+
+def test_an_onnx_file_exported_after_calibrating_carries_the_values(model_dir: Path, tmp_path: Path) -> None:
+    from steelkd.export import to_onnx
+    from steelkd.models.saved import load_model
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    card = json.loads((model / "model.json").read_text())
+    card["postprocess"] = {"threshold": [0.6, 0.7, 0.8, 0.9], "min_area": [0, 10, 20, 30]}
+    (model / "model.json").write_text(json.dumps(card))
+    net, card = load_model(model)
+    onnx_path = to_onnx(net, tmp_path / "m.onnx", card=card, sample_size=(64, 64))
+    post = Predictor.from_path(onnx_path).post
+    assert post.threshold == [0.6, 0.7, 0.8, 0.9] and post.min_area == [0, 10, 20, 30]

@@ -74,8 +74,9 @@ __all__ = [
 
 #: Calibration targets (see the module docstring).
 TARGETS: tuple[str, ...] = ("dice", "kaggle-dice", "recall", "false-alarm")
-#: Candidate probability thresholds: 0.25 .. 0.95 in steps of 0.05 (never 0 or 1).
-THRESHOLDS: tuple[float, ...] = tuple(round(0.25 + 0.05 * i, 2) for i in range(15))
+#: Candidate probability thresholds: 0.25 .. 0.95 in steps of 0.05, then 0.97 and 0.99 (never 0 or 1: a
+#: model trained with class weights over-states its defect probabilities, so the useful ones can be high).
+THRESHOLDS: tuple[float, ...] = (*(round(0.25 + 0.05 * i, 2) for i in range(15)), 0.97, 0.99)
 #: Candidate minimum areas in pixels of a 256 x 1600 image (scaled by the image area).
 MIN_AREAS: tuple[int, ...] = (0, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 #: Per-class curves :meth:`CalibrationStats.curves` returns (each ``len(THRESHOLDS) x len(MIN_AREAS)``).
@@ -348,10 +349,11 @@ def summarise(
                                             None, warning, curves, pos))
             continue
         idx, warning = choose(curves, target, value)
-        classes.append(ClassCalibration(class_names[c], float(stats.thresholds[idx[0]]),
+        classes.append(ClassCalibration(class_names[c], round(float(stats.thresholds[idx[0]]), 4),
                                         float(stats.min_areas[idx[1]]), True, idx, warning, curves, pos))
-    return Calibration(list(class_names), target, value, stats.mode, [float(t) for t in stats.thresholds],
-                       [float(a) for a in stats.min_areas], stats.num_images, classes)
+    return Calibration(list(class_names), target, value, stats.mode,
+                       [round(float(t), 4) for t in stats.thresholds], [float(a) for a in stats.min_areas],
+                       stats.num_images, classes)
 
 
 def check_target(target: str, value: float | None) -> None:
@@ -480,9 +482,9 @@ def write_table(calibration: Calibration, path: str | Path) -> Path:
 def plot_calibration(calibration: Calibration, path: str | Path) -> Path:
     """PNG: per class, precision against recall over the thresholds (at the chosen minimum area).
 
-    Two curves per class: pixel level (the Dice's precision and recall) and image level (share of the
-    alarms that are right, share of the images with the class that raise one); the chosen pair is marked
-    on both, and the default (0.5) threshold with a ring.
+    Two curves per class: pixel level (the Dice's precision and recall; in the class colour) and image
+    level (share of the alarms that are right, share of the images with the class that raise one; grey);
+    the chosen pair is marked on both with a star, the 0.5 threshold with a ring.
     """
     import matplotlib
 
@@ -497,9 +499,9 @@ def plot_calibration(calibration: Calibration, path: str | Path) -> Path:
     for ax, (c, cal) in zip(axes.ravel(), enumerate(classes, start=1), strict=False):
         j = cal.index[1] if cal.index is not None else 0
         col = colors[c]
-        for prefix, style, label in (("", "-", "pixels"), ("image_", "--", "images")):
+        for prefix, color, marker, label in (("", col, ".", "pixels"), ("image_", "0.35", "x", "images")):
             rec, prec = cal.curves[f"{prefix}recall"][:, j], cal.curves[f"{prefix}precision"][:, j]
-            ax.plot(rec, prec, style, color=col, marker=".", label=label)
+            ax.plot(rec, prec, "-", color=color, marker=marker, markersize=4, label=label)
             if cal.index is not None:
                 ax.plot(rec[cal.index[0]], prec[cal.index[0]], "k*", markersize=12)
             half = int(np.argmin(np.abs(np.asarray(calibration.thresholds) - 0.5)))

@@ -36,7 +36,7 @@ from steelkd.postprocess import PostProcess, softmax
 from steelkd.runtime import autocast_context, resolve_device
 from steelkd.tiling import Tiling
 
-__all__ = ["dataset_logits", "evaluate_model", "predict_logits", "save_metrics_json"]
+__all__ = ["dataset_logits", "describe_postprocess", "evaluate_model", "predict_logits", "save_metrics_json"]
 
 def _batches(dataset: Any, batch_size: int, num_workers: int) -> DataLoader:
     """(images N x 3 x H x W, masks N x H x W) batches of equal-sized images, in dataset order per size."""

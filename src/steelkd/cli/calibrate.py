@@ -26,14 +26,16 @@ def _pct(v: float) -> str:
 def _chosen_table(cal: Any) -> Table:
     table = Table(title=f"calibrated on {cal.num_images} images, target {cal.target}"
                   + (f" {cal.value:g}" if cal.value is not None else ""))
-    for name in ("class", "images", "threshold", "min area", "Dice", "Kaggle Dice", "image recall",
-                 "false alarms", "note"):
-        table.add_column(name, justify="left" if name in ("class", "note") else "right")
+    table.add_column("class", no_wrap=True)
+    for name in ("images", "thr", "min area", "Dice", "kDice", "img recall", "img FA"):
+        table.add_column(name, justify="right")
     for c in cal.classes:
         m = c.at_choice()
-        table.add_row(c.name, str(c.positives), f"{c.threshold:g}", f"{c.min_area:g}", _pct(m["dice"]),
-                      _pct(m["kaggle_dice"]), _pct(m["image_recall"]), _pct(m["false_alarm"]),
-                      c.warning or ("" if c.calibrated else "default"))
+        name = c.name if c.calibrated else f"{c.name} (default)"
+        table.add_row(name, str(c.positives), f"{c.threshold:g}", f"{c.min_area:g}", _pct(m["dice"]),
+                      _pct(m["kaggle_dice"]), _pct(m["image_recall"]), _pct(m["false_alarm"]))
+    table.caption = ("Dice: dataset-level; kDice: mean per-image Dice; img recall / img FA: share of the "
+                     "images with / without the class where it is predicted")
     return table
 
 
@@ -41,7 +43,7 @@ def _tradeoff_table(cal: Any, c: Any) -> Table:
     """One class: every threshold at the chosen minimum area."""
     j = c.index[1] if c.index is not None else 0
     table = Table(title=f"{c.name}: trade-off at min area {cal.min_areas[j]:g}")
-    for name in ("threshold", "Dice", "Kaggle Dice", "precision", "recall", "image recall", "false alarms"):
+    for name in ("thr", "Dice", "kDice", "precision", "recall", "img recall", "img FA"):
         table.add_column(name, justify="right")
     for i, t in enumerate(cal.thresholds):
         cells = [_pct(float(c.curves[k][i, j])) for k in ("dice", "kaggle_dice", "precision", "recall",
