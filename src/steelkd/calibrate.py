@@ -53,8 +53,9 @@ from torch import nn
 
 from steelkd.card import CARD_NAME, ModelCard
 from steelkd.evaluate import dataset_logits
-from steelkd.io import atomic_path, atomic_write_text
-from steelkd.postprocess import MIN_AREA_MODES, REFERENCE_AREA, PostProcess, palette, softmax
+from steelkd.io import atomic_write_text
+from steelkd.models.saved import model_files
+from steelkd.postprocess import MIN_AREA_MODES, REFERENCE_AREA, PostProcess, softmax
 from steelkd.tiling import Tiling
 
 __all__ = [
@@ -67,7 +68,6 @@ __all__ = [
     "calibrate_model",
     "card_path",
     "choose",
-    "plot_calibration",
     "write_calibration",
     "write_table",
 ]
@@ -435,13 +435,7 @@ def card_path(model_path: str | Path) -> Path:
     if p.suffix in (".onnx", ".ckpt"):
         raise ValueError(f"{p}: calibration writes into a saved model's {CARD_NAME}; give the model folder "
                          "(runs/.../model), not a .onnx or .ckpt file (export to ONNX after calibrating)")
-    if p.is_dir():
-        card = p / CARD_NAME
-    elif p.suffix == ".json":
-        card = p
-    else:
-        sibling = p.with_suffix(".json")
-        card = sibling if sibling.exists() else p.parent / CARD_NAME
+    _, card = model_files(p)
     if not card.is_file():
         raise FileNotFoundError(f"{card}: model card not found")
     return card
@@ -477,51 +471,3 @@ def write_table(calibration: Calibration, path: str | Path) -> Path:
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())
     return Path(path)
-
-
-def plot_calibration(calibration: Calibration, path: str | Path) -> Path:
-    """PNG: per class, precision against recall over the thresholds (at the chosen minimum area).
-
-    Two curves per class: pixel level (the Dice's precision and recall; in the class colour) and image
-    level (share of the alarms that are right, share of the images with the class that raise one; grey);
-    the chosen pair is marked on both with a star, the 0.5 threshold with a ring.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    classes = calibration.classes
-    cols = min(4, max(1, len(classes)))
-    rows = math.ceil(len(classes) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
-    colors = palette(len(calibration.class_names)) / 255.0
-    for ax, (c, cal) in zip(axes.ravel(), enumerate(classes, start=1), strict=False):
-        j = cal.index[1] if cal.index is not None else 0
-        col = colors[c]
-        for prefix, color, marker, label in (("", col, ".", "pixels"), ("image_", "0.35", "x", "images")):
-            rec, prec = cal.curves[f"{prefix}recall"][:, j], cal.curves[f"{prefix}precision"][:, j]
-            ax.plot(rec, prec, "-", color=color, marker=marker, markersize=4, label=label)
-            if cal.index is not None:
-                ax.plot(rec[cal.index[0]], prec[cal.index[0]], "k*", markersize=12)
-            half = int(np.argmin(np.abs(np.asarray(calibration.thresholds) - 0.5)))
-            ax.plot(rec[half], prec[half], "o", mfc="none", mec="gray", markersize=9)
-        chosen = (f"t={cal.threshold:g}, min area {cal.min_area:g}" if cal.calibrated else "default kept")
-        ax.set_title(f"{cal.name}\n{chosen}", fontsize=9)
-        ax.set_xlim(0, 1.02)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("recall")
-        ax.set_ylabel("precision")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
-    for ax in axes.ravel()[len(classes):]:
-        ax.axis("off")
-    what = calibration.target + (f" {calibration.value:g}" if calibration.value is not None else "")
-    fig.suptitle(f"calibration on {calibration.num_images} images, target {what} "
-                 "(star: chosen, ring: threshold 0.5)", fontsize=10)
-    fig.tight_layout()
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return target

@@ -6,8 +6,10 @@ The model card goes into the file as the metadata entry :data:`steelkd.card.ONNX
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -190,9 +192,10 @@ def to_openvino(
         ov_model = ov.Core().read_model(str(onnx_path))
         if nncf is not None:
             data = nncf.Dataset(list(calibration), lambda x: np.ascontiguousarray(x[None], np.float32))
-            ov_model = nncf.quantize(
-                ov_model, data, preset=nncf.QuantizationPreset.MIXED, subset_size=len(calibration)
-            )
+            with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars are not the caller's output
+                ov_model = nncf.quantize(
+                    ov_model, data, preset=nncf.QuantizationPreset.MIXED, subset_size=len(calibration)
+                )
         ov_model.set_rt_info(json.dumps(card, default=str), list(OPENVINO_CARD_PATH))
         path.parent.mkdir(parents=True, exist_ok=True)
         staged = Path(tmp) / "staged.xml"

@@ -297,3 +297,46 @@ def plot_overlay_grid(
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.06 if legend else 0, 1, 0.97))
     return _save(fig, path)
+
+
+def plot_calibration(calibration: Any, path: str | Path) -> Path:
+    """PNG: per class, precision against recall over the thresholds (at the chosen minimum area).
+
+    Two curves per class: pixel level (the Dice's precision and recall; in the class colour) and image
+    level (share of the alarms that are right, share of the images with the class that raise one; grey);
+    the chosen pair is marked on both with a star, the 0.5 threshold with a ring.
+
+    Args:
+        calibration: a :class:`steelkd.calibrate.Calibration`.
+        path: the PNG to write (atomically).
+    """
+    classes = calibration.classes
+    cols = min(4, max(1, len(classes)))
+    rows = math.ceil(len(classes) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
+    colors = palette(len(calibration.class_names)) / 255.0
+    for ax, (c, cal) in zip(axes.ravel(), enumerate(classes, start=1), strict=False):
+        j = cal.index[1] if cal.index is not None else 0
+        col = colors[c]
+        for prefix, color, marker, label in (("", col, ".", "pixels"), ("image_", "0.35", "x", "images")):
+            rec, prec = cal.curves[f"{prefix}recall"][:, j], cal.curves[f"{prefix}precision"][:, j]
+            ax.plot(rec, prec, "-", color=color, marker=marker, markersize=4, label=label)
+            if cal.index is not None:
+                ax.plot(rec[cal.index[0]], prec[cal.index[0]], "k*", markersize=12)
+            half = int(np.argmin(np.abs(np.asarray(calibration.thresholds) - 0.5)))
+            ax.plot(rec[half], prec[half], "o", mfc="none", mec="gray", markersize=9)
+        chosen = (f"t={cal.threshold:g}, min area {cal.min_area:g}" if cal.calibrated else "default kept")
+        ax.set_title(f"{cal.name}\n{chosen}", fontsize=9)
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    for ax in axes.ravel()[len(classes):]:
+        ax.axis("off")
+    what = calibration.target + (f" {calibration.value:g}" if calibration.value is not None else "")
+    fig.suptitle(f"calibration on {calibration.num_images} images, target {what} "
+                 "(star: chosen, ring: threshold 0.5)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -80,12 +80,12 @@ def register(app: typer.Typer) -> None:
             calibrate_model,
             card_path,
             check_target,
-            plot_calibration,
             write_calibration,
             write_table,
         )
         from steelkd.card import ModelCard
         from steelkd.cli.evaluate import validation_data
+        from steelkd.figures import plot_calibration
         from steelkd.models import load_model
         from steelkd.postprocess import postprocess_from_card
 

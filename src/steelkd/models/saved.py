@@ -30,7 +30,7 @@ from steelkd.models.base import count_params
 from steelkd.models.registry import create_model
 from steelkd.models.weights import state_mismatch
 
-__all__ = ["load_model", "load_state_checked", "make_card", "save_model"]
+__all__ = ["load_model", "load_state_checked", "make_card", "model_files", "save_model"]
 
 
 def make_card(
@@ -86,7 +86,8 @@ def save_model(model: nn.Module, path: str | Path, card: dict[str, Any]) -> Path
     return out
 
 
-def _resolve(path: Path) -> tuple[Path, Path]:
+def model_files(path: Path) -> tuple[Path, Path]:
+    """``(weights, card)`` files of a saved model given as a folder, a ``.safetensors`` or a ``.json``."""
     if path.is_dir():
         return path / WEIGHTS_NAME, path / CARD_NAME
     if path.suffix == ".safetensors":
@@ -150,7 +151,7 @@ def load_model(
     if p.suffix == ".ckpt":
         model, card = _load_lightning_ckpt(p, map_location)
         return model.eval(), card
-    weights, card_path = _resolve(p)
+    weights, card_path = model_files(p)
     for f in (weights, card_path):
         if not f.is_file():
             raise FileNotFoundError(f"{f}: missing (a saved model needs {WEIGHTS_NAME} and {CARD_NAME})")
