@@ -170,5 +170,16 @@ def test_cli_evaluate_scores_an_inference_backend_like_torch(model_dir: Path, tm
         res = CliRunner().invoke(app, args)
         assert res.exit_code == 0, res.output
         scores[backend] = json.loads(out.read_text())
+    from steelkd.export import to_onnx
+    from steelkd.models import load_model
+
+    net, card = load_model(model_dir)
+    onnx = to_onnx(net, tmp_path / "m.onnx", card=card, sample_size=(64, 128))
+    out = tmp_path / "onnx.json"
+    args = ["evaluate", "--model", str(onnx), "--data-root", str(root), "--kind", "synth", "--out", str(out)]
+    res = CliRunner().invoke(app, args)  # an exported file runs in its own runtime (auto: onnxruntime)
+    assert res.exit_code == 0, res.output
+    scores["onnxruntime"] = json.loads(out.read_text())
     assert scores["openvino"]["num_images"] == scores["torch"]["num_images"] > 0
-    assert scores["openvino"]["mdice"] == pytest.approx(scores["torch"]["mdice"], abs=2e-3)
+    for b in ("openvino", "onnxruntime"):
+        assert scores[b]["mdice"] == pytest.approx(scores["torch"]["mdice"], abs=2e-3), b

@@ -76,17 +76,21 @@ def validation_data(
     return cfg, val
 
 
-def _network(model: Path, net: Any, backend: str, device: str, precision: str) -> tuple[Any, str, str]:
-    """The network ``evaluate`` scores: the PyTorch model (``torch``, or ``auto`` without a tuning record
-    for this machine), else the backend as a module (on the CPU, in the backend's own precision)."""
+def _network(model: Path, backend: str, device: str, precision: str) -> tuple[Any, dict[str, Any], str, str]:
+    """``(network, card, device, precision)`` that ``evaluate`` scores: the PyTorch model (``torch``, or
+    ``auto`` on a model folder without a tuning record for this machine), else the backend as a module (on
+    the CPU, in the backend's own precision; ``.onnx`` and ``.xml`` files run in their runtime)."""
     from steelkd.card import recorded_choice
+    from steelkd.models import load_model
     from steelkd.predict.backends import as_module, load_backend
 
-    if backend == "torch" or (backend == "auto" and recorded_choice(model) is None):
-        return net, device, precision
+    exported = model.suffix.lower() in (".onnx", ".xml")
+    if not exported and (backend == "torch" or (backend == "auto" and recorded_choice(model) is None)):
+        net, card = load_model(model)
+        return net, card, device, precision
     chosen = load_backend(model, backend)
     err_console.print(f"backend: {chosen.name}", highlight=False)
-    return as_module(chosen), "cpu", "32"
+    return as_module(chosen), chosen.card.raw, "cpu", "32"
 
 
 def register(app: typer.Typer) -> None:
@@ -95,7 +99,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def evaluate(
         model: Path = typer.Option(
-            ..., "--model", "-m", help="Trained model (directory, .safetensors or .ckpt)."
+            ..., "--model", "-m", help="Trained model (directory, .safetensors, .ckpt; .onnx or .xml)."
         ),
         config: Path = typer.Option(None, "--config", "-c", help="YAML config whose data section to use."),
         data_root: Path = typer.Option(None, "--data-root", help="Data set root (instead of --config)."),
@@ -125,7 +129,6 @@ def register(app: typer.Typer) -> None:
         """Score a model on the val/test split at full resolution: Dice, IoU, mDice, mIoU, Kaggle Dice."""
         from steelkd.card import ModelCard
         from steelkd.evaluate import evaluate_model, save_metrics_json
-        from steelkd.models import load_model
         from steelkd.postprocess import PostProcess, postprocess_from_card
 
         with user_errors():
@@ -134,8 +137,7 @@ def register(app: typer.Typer) -> None:
             overrides = post_overrides(threshold, min_area, min_area_mode)
             PostProcess(**overrides)  # a bad value fails before the model is loaded
             tiling = parse_tiling(tile, tile_overlap, batch_size)
-            net, card = load_model(model)
-            net, device, precision = _network(model, net, backend, device, precision)
+            net, card, device, precision = _network(model, backend, device, precision)
             post = None
             if postprocess or overrides:
                 post = postprocess_from_card(ModelCard.from_dict(card, str(model)).postprocess, **overrides)
