@@ -30,3 +30,11 @@ def user_errors() -> Iterator[None]:
 
 #: The ``--set section.field=value`` option shared by every command that reads a config.
 SetOpt = typer.Option(None, "--set", help="Override any field: section.field=value (YAML value). Repeatable.")
+
+#: The data options of the commands that score a model on a data set (evaluate, calibrate, tune): the data
+#: comes either from a config's data section or from a root and a kind (see ``cli.evaluate.validation_data``).
+DataConfigOpt = typer.Option(
+    None, "--config", "-c", help="YAML config whose data section (val split) to use."
+)
+DataRootOpt = typer.Option(None, "--data-root", help="Data set root (instead of --config).")
+KindOpt = typer.Option("severstal", "--kind", help="With --data-root: severstal, folder or synth.")

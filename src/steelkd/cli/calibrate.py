@@ -15,7 +15,15 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from steelkd.cli._common import SetOpt, console, err_console, user_errors
+from steelkd.cli._common import (
+    DataConfigOpt,
+    DataRootOpt,
+    KindOpt,
+    SetOpt,
+    console,
+    err_console,
+    user_errors,
+)
 from steelkd.cli._post import TileOpt, TileOverlapOpt, parse_tiling
 
 
@@ -59,9 +67,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def calibrate(
         model: Path = typer.Option(..., "--model", "-m", help="Saved model (directory or .safetensors)."),
-        config: Path = typer.Option(None, "--config", "-c", help="YAML config whose val split to use."),
-        data_root: Path = typer.Option(None, "--data-root", help="Data set root (instead of --config)."),
-        kind: str = typer.Option("severstal", "--kind", help="With --data-root: severstal, folder or synth."),
+        config: Path = DataConfigOpt,
+        data_root: Path = DataRootOpt,
+        kind: str = KindOpt,
         target: str = typer.Option("dice", help="dice (dataset Dice), kaggle-dice (mean per-image Dice), "
                                    "recall or false-alarm (per-image rates; give --value)."),
         value: float = typer.Option(None, help="Per-image recall to reach / false-alarm rate to stay under."),

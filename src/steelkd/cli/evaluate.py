@@ -15,7 +15,15 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from steelkd.cli._common import SetOpt, console, err_console, user_errors
+from steelkd.cli._common import (
+    DataConfigOpt,
+    DataRootOpt,
+    KindOpt,
+    SetOpt,
+    console,
+    err_console,
+    user_errors,
+)
 from steelkd.cli._post import (
     MinAreaModeOpt,
     MinAreaOpt,
@@ -101,9 +109,9 @@ def register(app: typer.Typer) -> None:
         model: Path = typer.Option(
             ..., "--model", "-m", help="Trained model (directory, .safetensors, .ckpt; .onnx or .xml)."
         ),
-        config: Path = typer.Option(None, "--config", "-c", help="YAML config whose data section to use."),
-        data_root: Path = typer.Option(None, "--data-root", help="Data set root (instead of --config)."),
-        kind: str = typer.Option("severstal", "--kind", help="With --data-root: severstal, folder or synth."),
+        config: Path = DataConfigOpt,
+        data_root: Path = DataRootOpt,
+        kind: str = KindOpt,
         batch_size: int = typer.Option(1, "--batch-size", help="Images per forward pass (equal sizes only)."),
         device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ... (the torch backend)."),
         precision: str = typer.Option("32", help="32, bf16-mixed or 16-mixed (the torch backend)."),

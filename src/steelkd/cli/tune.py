@@ -8,7 +8,14 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from steelkd.cli._common import SetOpt, console, user_errors
+from steelkd.cli._common import (
+    DataConfigOpt,
+    DataRootOpt,
+    KindOpt,
+    SetOpt,
+    console,
+    user_errors,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -19,9 +26,9 @@ def register(app: typer.Typer) -> None:
         model: Path = typer.Option(
             ..., "--model", "-m", help="Saved model folder (the record goes beside it)."
         ),
-        config: Path = typer.Option(None, "--config", "-c", help="YAML config whose data section to use."),
-        data_root: Path = typer.Option(None, "--data-root", help="Data set root (instead of --config)."),
-        kind: str = typer.Option("severstal", "--kind", help="With --data-root: severstal, folder or synth."),
+        config: Path = DataConfigOpt,
+        data_root: Path = DataRootOpt,
+        kind: str = KindOpt,
         images: int = typer.Option(50, "--images", help="Validation images scored per backend (mDice)."),
         calib: int = typer.Option(100, "--calib", help="Training images for int8 calibration (0: no int8)."),
         size: str = typer.Option("256x1600", "--size", help="HxW of the latency input (the line's tile)."),
