@@ -99,6 +99,11 @@ def test_tune_records_the_fastest_eligible_backend_and_auto_uses_it(
     chosen = recorded_choice(work)
     assert chosen is not None and chosen[1] == res.choice["backend"]
     assert load_backend(work).name == load_backend(*chosen).name  # --backend auto follows the record
+    # the folder's model.json stays the card (a calibration written after tune applies to the choice too)
+    card = json.loads((work / "model.json").read_text())
+    card["class_names"] = ["background", "a", "b", "c", "d"]
+    (work / "model.json").write_text(json.dumps(card))
+    assert load_backend(work).card.class_names == ["background", "a", "b", "c", "d"]
     # a record made on another machine is ignored
     record["machine"] = "another CPU"
     (work / TUNING_NAME).write_text(json.dumps(record))

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from steelkd.card import ONNX_CARD_KEY, OPENVINO_CARD_PATH, ModelCard, recorded_choice
+from steelkd.card import CARD_NAME, ONNX_CARD_KEY, OPENVINO_CARD_PATH, ModelCard, recorded_choice
 
 __all__ = [
     "BACKENDS",
@@ -282,7 +282,11 @@ def load_backend(
     if not path.exists():
         raise FileNotFoundError(f"{path}: model not found")
     if backend == "auto":
-        path, backend = _auto(path)
+        chosen, backend = _auto(path)
+        if chosen != path:  # a file tune exported into the folder: the folder's model.json stays the card
+            opened = load_backend(chosen, backend, device=device, bf16=bf16)
+            opened.card = ModelCard.from_dict(json.loads((path / CARD_NAME).read_text()), str(path))
+            return opened
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected auto or one of {', '.join(BACKENDS)}, got {backend!r}")
     kind = backend.removesuffix("-bf16")
