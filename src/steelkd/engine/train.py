@@ -32,6 +32,7 @@ from steelkd.engine.segmenter import SegmenterModule, build_model
 from steelkd.io import atomic_write_text
 from steelkd.losses import build_distill_loss, class_weights
 from steelkd.models import load_model, make_card, save_model
+from steelkd.models.weights import load_weights_only
 from steelkd.runtime import autocast_dtype, cpu_has_bf16
 
 log = logging.getLogger("steelkd.engine")
@@ -254,7 +255,7 @@ def fit(
     best_metrics = dict(module.best_metrics)
     if trainer.is_global_zero:
         if best.is_file():
-            state = torch.load(best, map_location="cpu", weights_only=True)
+            state = load_weights_only(best)
             module.load_state_dict(state["state_dict"])
             best_metrics = dict(state.get(BEST_METRICS_KEY, best_metrics))
         card = make_card(

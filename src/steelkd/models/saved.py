@@ -28,7 +28,7 @@ from steelkd.data.image import MEAN, STD
 from steelkd.io import atomic_path, atomic_write_text
 from steelkd.models.base import count_params
 from steelkd.models.registry import create_model
-from steelkd.models.weights import state_mismatch
+from steelkd.models.weights import load_weights_only, state_mismatch
 
 __all__ = ["load_model", "load_state_checked", "make_card", "model_files", "save_model"]
 
@@ -110,7 +110,7 @@ def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source:
 
 
 def _load_lightning_ckpt(path: Path, map_location: str | torch.device) -> tuple[nn.Module, dict[str, Any]]:
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    ckpt = load_weights_only(path)
     hp = ckpt.get("hyper_parameters", {})
     cfg = hp.get("cfg")
     if not isinstance(cfg, dict):

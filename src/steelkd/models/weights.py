@@ -1,9 +1,15 @@
-"""Checking a state dict against a module before loading it, with messages that name the bad keys."""
+"""Loading weights safely (``weights_only``, one-line refusals) and checking a state dict against a module
+before loading it, with messages that name the bad keys."""
 
 from __future__ import annotations
 
+import pickle
+import re
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
+import torch
 from torch import Tensor
 
 
@@ -41,3 +47,35 @@ def state_mismatch(
     if shapes:
         problems.append(f"{len(shapes)} shape mismatches (first: {'; '.join(shapes[:3])})")
     return problems
+
+
+_GLOBAL = re.compile(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL)\s+([\w.]+)")
+
+
+def load_weights_only(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one-line errors that name the file.
+
+    A pickle that needs anything beyond tensors and plain containers (a class, a function such as
+    ``os.system``) is refused; the message names the object it asked for and never suggests loading the
+    file with ``weights_only=False`` (PyTorch's own message does, and that would run the file's code).
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: ``"<path>: refused: ..."`` for an unsafe pickle, ``"<path>: not a readable ..."`` else.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: file not found")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = _GLOBAL.search(str(exc))
+        if found is None:
+            raise ValueError(f"{p}: not a readable PyTorch checkpoint (not a pickle of tensors)") from None
+        raise ValueError(
+            f"{p}: refused: the file asks for the Python object {found.group(1)}, which could run code when "
+            "unpickled; steelkd loads only tensors and plain containers (save weights as safetensors or a "
+            "plain state dict)"
+        ) from None
+    except Exception as exc:  # torch raises RuntimeError, OSError, EOFError, zipfile errors ...
+        raise ValueError(f"{p}: not a readable PyTorch checkpoint ({type(exc).__name__})") from None

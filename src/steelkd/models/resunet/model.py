@@ -14,7 +14,7 @@ from torch import nn
 from steelkd.models.base import SegmentationModel
 from steelkd.models.registry import register
 from steelkd.models.resunet.decoder import ResUnetDecoder
-from steelkd.models.weights import state_mismatch
+from steelkd.models.weights import load_weights_only, state_mismatch
 
 #: The paper's FF width (fits the published parameter counts, see docs/models.md); capped by the
 #: encoder's deepest width for the small ConvNeXt variants.
@@ -117,10 +117,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
         state: Any = load_file(str(path))
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"{path}: not a loadable state-dict file ({type(exc).__name__}: {exc})") from exc
+        state = load_weights_only(path)
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
