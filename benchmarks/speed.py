@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from steelkd.bench import count_gmacs, cpu_peak
+from steelkd.bench import count_gmacs, cpu_peak, peak_kind
 from steelkd.config import SEVERSTAL_CLASSES, parse_size
 from steelkd.data.image import normalize
 from steelkd.data.synth import render
@@ -51,10 +51,6 @@ def _model_dir(name: str, root: Path) -> Path:
     torch.manual_seed(0)
     model = create_model(name, num_classes=len(SEVERSTAL_CLASSES)).eval()
     return save_model(model, root / name, make_card(model, SEVERSTAL_CLASSES))
-
-
-def _precision(backend: str) -> str:
-    return "int8" if "int8" in backend else "bf16" if "bf16" in backend else "fp32"
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -86,7 +82,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"{name} {b}: {s * 1e3:.0f} ms", file=sys.stderr)
     for r in rows:
         achieved = 2 * r["gmacs"] / (r["latency_ms"] / 1e3)
-        prec = _precision(r["backend"])
+        prec = peak_kind(r["backend"])
         r["gflops"] = achieved
         r["of_theoretical_peak"] = achieved / peak["theoretical_gflops"][prec]
         mm = peak["matmul_gflops"].get(prec)

@@ -22,7 +22,7 @@ from steelkd.config import parse_size
 from steelkd.models import count_params
 from steelkd.runtime import autocast_dtype, cpu_flags, cpu_has_bf16, device_name, resolve_device
 
-__all__ = ["benchmark_models", "count_gmacs", "cpu_peak", "matmul_gflops", "measure_latency"]
+__all__ = ["benchmark_models", "count_gmacs", "cpu_peak", "matmul_gflops", "measure_latency", "peak_kind"]
 
 
 def count_gmacs(model: nn.Module, input_shape: Sequence[int]) -> float:
@@ -255,6 +255,16 @@ def cpu_peak(calibrate: bool = True) -> dict[str, Any]:
     if calibrate:
         out["matmul_gflops"] = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
     return out
+
+
+def peak_kind(name: str) -> str:
+    """The peak of :func:`cpu_peak` a backend or precision name runs against: ``int8``, ``bf16``, ``fp32``.
+
+    Example:
+        >>> peak_kind("openvino-bf16"), peak_kind("openvino-int8"), peak_kind("32")
+        ('bf16', 'int8', 'fp32')
+    """
+    return "int8" if "int8" in name else "bf16" if "bf16" in name else "fp32"
 
 
 def _cpu_ghz() -> float:

@@ -141,11 +141,8 @@ def tune(
     model_dir = Path(model_dir)
     if not images:
         raise ValueError("tune needs validation images to measure each backend's mDice")
+    _check_known(backends or [])
     names = [n for n, why in available_backends() if not why and (backends is None or n in backends)]
-    unknown = sorted(set(backends or []) - set(BACKENDS) - {"openvino-int8"})
-    if unknown:
-        known = ", ".join([*BACKENDS, "openvino-int8"])
-        raise ValueError(f"--backends: unknown {', '.join(unknown)} (known: {known})")
     want_int8 = calibration is not None and "openvino" in names
     want_int8 = want_int8 and (backends is None or "openvino-int8" in backends)
     plan = export_artifacts(model_dir, names, calibration if want_int8 else None)
@@ -209,16 +206,26 @@ def _measure(
     repeats: int,
     warmup: int,
 ) -> dict[str, Any]:
+    row, backend = _latency_row(model_dir, name, file, size, repeats, warmup)
+    row["mdice"] = _mdice(backend, images, masks)
+    return {k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in row.items()}
+
+
+def _latency_row(
+    model_dir: Path | str, name: str, file: str, size: tuple[int, int], repeats: int, warmup: int
+) -> tuple[dict[str, Any], Any]:
+    """``({backend, file, runs_as, latency_ms}, the opened backend)`` for one backend of a model folder."""
     backend = open_backend(model_dir, name, file)
     seconds = measure_backend(backend, size, repeats, warmup)
-    row = {
-        "backend": name,
-        "file": file,
-        "runs_as": backend.name,
-        "latency_ms": seconds * 1e3,
-        "mdice": _mdice(backend, images, masks),
-    }
-    return {k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in row.items()}
+    return {"backend": name, "file": file, "runs_as": backend.name, "latency_ms": seconds * 1e3}, backend
+
+
+def _check_known(names: Sequence[str]) -> None:
+    """Raise a one-line ValueError for a backend name that is neither in BACKENDS nor openvino-int8."""
+    known = [*BACKENDS, "openvino-int8"]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"--backends: unknown {unknown[0]!r} (known: {', '.join(known)})")
 
 
 def benchmark_backends(
@@ -237,10 +244,9 @@ def benchmark_backends(
     Raises:
         ValueError: an unknown or unavailable backend (the reason is named).
     """
+    _check_known(backends)
     skip = dict(available_backends())
     for b in backends:
-        if b not in skip and b != "openvino-int8":
-            raise ValueError(f"--backends: unknown {b!r} (known: {', '.join([*BACKENDS, 'openvino-int8'])})")
         if skip.get(b.replace("openvino-int8", "openvino")):
             raise ValueError(
                 f"--backends: {b} is not available here: {skip[b.replace('openvino-int8', 'openvino')]}"
@@ -249,11 +255,5 @@ def benchmark_backends(
         raise ValueError("--backends openvino-int8 needs calibration images (--calib-data)")
     plain = [b for b in backends if b != "openvino-int8"]
     plan = export_artifacts(model_dir, plain, calibration if "openvino-int8" in backends else None)
-    rows = []
-    for name, file in plan:
-        backend = open_backend(model_dir, name, file)
-        seconds = measure_backend(backend, size, repeats, warmup)
-        rows.append(
-            {"backend": name, "runs_as": backend.name, "latency_ms": seconds * 1e3, "fps": 1 / seconds}
-        )
-    return rows
+    rows = [_latency_row(model_dir, name, file, size, repeats, warmup)[0] for name, file in plan]
+    return [{**r, "fps": 1e3 / r["latency_ms"]} for r in rows]

@@ -11,6 +11,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from steelkd.bench import peak_kind
 from steelkd.cli._common import console, user_errors
 
 
@@ -122,9 +123,8 @@ def _backend_rows(
 def _add_peak_fraction(rows: list[dict[str, Any]], peak: dict[str, Any] | None, precision: str) -> None:
     for r in rows:
         r["gflops"] = 2 * r["gmacs"] * r["batch"] / (r["latency_ms"] / 1e3)
-        name = str(r.get("backend", precision))
-        prec = "int8" if "int8" in name else "bf16" if "bf16" in name else "fp32"
-        r["of_peak"] = r["gflops"] / peak["theoretical_gflops"][prec] if peak else None
+        kind = peak_kind(str(r.get("backend", precision)))
+        r["of_peak"] = r["gflops"] / peak["theoretical_gflops"][kind] if peak else None
 
 
 def _print(
