@@ -33,7 +33,7 @@ from steelkd.data.synth import render
 from steelkd.io import atomic_write_text
 from steelkd.models import create_model, make_card, save_model
 from steelkd.runtime import device_name
-from steelkd.tune import available_backends, export_artifacts, measure_backend, open_backend
+from steelkd.tune import available_backends, benchmark_backends, measure_backend
 
 STUDENT, TEACHER = "resunet_convnext_tiny", "resunet_convnext_base_gc_ff"
 SMP = "smp_unet_tu-convnext_tiny"
@@ -74,12 +74,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         calib = _calibration(args.calib, size) if "openvino-int8" in backends else None
         for name in (STUDENT, TEACHER):
             folder = _model_dir(name, Path(tmp))
-            plan = export_artifacts(folder, [b for b in backends if b != "openvino-int8"], calib)
             gmacs = count_gmacs(create_model(name, num_classes=len(SEVERSTAL_CLASSES)), (1, 3, *size))
-            for b, file in plan:
-                s = measure_backend(open_backend(folder, b, file), size, args.repeats, args.warmup)
-                rows.append({"model": name, "backend": b, "latency_ms": s * 1e3, "gmacs": gmacs})
-                print(f"{name} {b}: {s * 1e3:.0f} ms", file=sys.stderr)
+            measured = benchmark_backends(
+                folder, backends, size, repeats=args.repeats, warmup=args.warmup, calibration=calib
+            )
+            for r in measured:
+                rows.append(
+                    {"model": name, "backend": r["backend"], "latency_ms": r["latency_ms"], "gmacs": gmacs}
+                )
+                print(f"{name} {r['backend']}: {r['latency_ms']:.0f} ms", file=sys.stderr)
     for r in rows:
         achieved = 2 * r["gmacs"] / (r["latency_ms"] / 1e3)
         prec = peak_kind(r["backend"])
