@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,openvino]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,openvino,serve]'
 	touch $(STAMP)
 
 install: $(STAMP)
