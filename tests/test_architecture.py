@@ -16,7 +16,8 @@ FLOORS: dict[str, int] = {
     "models": 2,
     "engine": 3, "evaluate": 3, "bench": 3, "export": 3,
     "experiment": 4, "predict": 4, "calibrate": 4, "tune": 4,
-    "cli": 5,
+    "serve": 5,
+    "cli": 6,
 }  # fmt: skip
 
 

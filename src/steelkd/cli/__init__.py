@@ -12,7 +12,19 @@ import sys
 
 import typer
 
-from steelkd.cli import bench, calibrate, data, evaluate, experiment, export, models, predict, train, tune
+from steelkd.cli import (
+    bench,
+    calibrate,
+    data,
+    evaluate,
+    experiment,
+    export,
+    models,
+    predict,
+    serve,
+    train,
+    tune,
+)
 from steelkd.cli._common import debug_enabled, one_line, print_error, set_debug
 
 app = typer.Typer(
@@ -32,7 +44,7 @@ def _root(
     set_debug(debug)
 
 
-for _module in (data, models, train, evaluate, calibrate, bench, tune, experiment, predict, export):
+for _module in (data, models, train, evaluate, calibrate, bench, tune, experiment, predict, export, serve):
     _module.register(app)
 
 

@@ -180,6 +180,27 @@ def import_cmd(
         console.print(f"  {line}", highlight=False, soft_wrap=True)
 
 
+@data_app.command("export-reviewed")
+def export_reviewed_cmd(
+    db: Path = typer.Option(..., "--db", help="The inspection service's database (steelkd serve --db)."),
+    out: Path = typer.Option(..., "--out", help="Destination folder (images/, masks/, classes.yaml)."),
+    data_dir: Path = typer.Option(
+        None, "--data-dir", help="The service's data folder (default: DB's stem + '-data' beside it)."
+    ),
+) -> None:
+    """Write the reviewed inspections of the service as a flat folder data set that train/distill read."""
+    from steelkd.serve.review import export_reviewed
+    from steelkd.serve.store import Store, default_data_dir
+
+    with user_errors():
+        if not db.is_file():
+            raise FileNotFoundError(f"{db}: inspection database not found")
+        store = Store(db, data_dir or default_data_dir(db))
+        report = export_reviewed(store, out)
+    console.print(f"exported {report.images} reviewed image(s) ({report.regions} regions) from {db} into "
+                  f"{out}", highlight=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``data`` command group."""
     app.add_typer(data_app, name="data")

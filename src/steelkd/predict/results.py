@@ -59,6 +59,8 @@ class DefectRegion:
         area: pixels in the region.
         x, y, w, h: bounding box in pixels (left, top, width, height) of the input image.
         mean_prob / max_prob: the mean and the maximum predicted probability of the class over the region.
+        rle: the region's own pixels as a Kaggle RLE of the whole image (``find_defects(..., rle=True)``;
+            ``""`` otherwise); not a column of ``defects.csv``.
     """
 
     image: str
@@ -71,6 +73,7 @@ class DefectRegion:
     h: int
     mean_prob: float
     max_prob: float
+    rle: str = ""
 
     def record(self) -> dict[str, str | int | float]:
         """The row as a dict keyed by :data:`DEFECT_FIELDS` (probabilities rounded to 4 decimals)."""
@@ -150,7 +153,12 @@ def summarize(path: Path, label: np.ndarray, class_names: Sequence[str], keep_la
 
 
 def find_defects(
-    image_id: str, label: np.ndarray, confidence: np.ndarray | None, class_names: Sequence[str]
+    image_id: str,
+    label: np.ndarray,
+    confidence: np.ndarray | None,
+    class_names: Sequence[str],
+    *,
+    rle: bool = False,
 ) -> list[DefectRegion]:
     """One :class:`DefectRegion` per 8-connected region of each defect class of a label map.
 
@@ -160,11 +168,15 @@ def find_defects(
         confidence: float H x W: at each pixel the probability of the class the label map gives it (see
             :meth:`steelkd.predict.Predictor.label_batch`); ``None`` leaves the probabilities NaN.
         class_names: label names, background first.
+        rle: also encode each region's pixels (``DefectRegion.rle``, Kaggle RLE of the whole image; the
+            work is over the region's columns only).
 
     Example:
         >>> lab = np.zeros((4, 6), np.uint8); lab[0:2, 0:2] = 1; lab[3, 4:6] = 1
         >>> [(r.area, r.x, r.y, r.w, r.h) for r in find_defects("a.png", lab, None, ["bg", "x"])]
         [(4, 0, 0, 2, 2), (2, 4, 3, 2, 1)]
+        >>> [r.rle for r in find_defects("a.png", lab, None, ["bg", "x"], rle=True)]
+        ['1 2 5 2', '20 1 24 1']
     """
     regions: list[DefectRegion] = []
     present = np.flatnonzero(np.bincount(label.ravel(), minlength=len(class_names)))
@@ -182,8 +194,21 @@ def find_defects(
             mean = float(sums[k] / area) if confidence is not None else float("nan")
             peak = float(maxima[k]) if confidence is not None else float("nan")
             name = class_names[c] if c < len(class_names) else f"class{c}"
-            regions.append(DefectRegion(image_id, c, name, area, x, y, w, h, mean, peak))
+            code = _region_rle(comp, k, x, w) if rle else ""
+            regions.append(DefectRegion(image_id, c, name, area, x, y, w, h, mean, peak, code))
     return regions
+
+
+def _region_rle(components: np.ndarray, k: int, x: int, w: int) -> str:
+    """Kaggle RLE (whole image) of component ``k``, encoded over its columns ``x .. x + w`` only.
+
+    Column-major order makes a full-height strip of columns one contiguous stretch of the image's pixel
+    numbers, so the strip's runs shifted by ``x * H`` are the image's runs.
+    """
+    strip = rle_encode((components[:, x : x + w] == k).astype(np.uint8))
+    values = np.array(strip.split(), dtype=np.int64)
+    values[0::2] += x * components.shape[0]
+    return " ".join(map(str, values.tolist()))
 
 
 def write_defects(results: Iterable[ImageResult], out_dir: str | Path) -> tuple[Path, Path]:
