@@ -34,7 +34,7 @@ def __getattr__(name: str) -> object:
         from steelkd.runtime import require_extra
 
         require_extra("fastapi", "serve")
-        require_extra("multipart", "serve")
+        require_extra("python_multipart", "serve")
         from steelkd.serve.app import create_app
 
         return create_app
