@@ -1,6 +1,6 @@
 """The inspection service's HTTP API and page (FastAPI): :func:`create_app`.
 
-Routes (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
+Routes (the OpenAPI schema at ``/openapi.json``; no ``/docs`` page, which would load scripts from a CDN):
 
 - ``POST /v1/inspect`` (multipart: ``image`` file, optional ``coil_id``, ``position_m``) -> the inspection
 - ``GET /v1/inspections`` (``limit``, ``coil_id``), ``GET /v1/inspections/{id}``,
@@ -126,7 +126,8 @@ def create_app(
         db = Path(db)
         store = Store(db, Path(data_dir) if data_dir is not None else default_data_dir(db))
         inspector = Inspector.from_path(model, store, backend=backend, tile=tile, limits=limits)
-    app = FastAPI(title="steelkd inspection service", version="1",
+    # no /docs or /redoc: FastAPI serves them with scripts from a CDN; the schema is at /openapi.json
+    app = FastAPI(title="steelkd inspection service", version="1", docs_url=None, redoc_url=None,
                   description="Defect segmentation of steel-strip images, stored results and their review.")
     app.state.inspector = inspector
     app.state.metrics = Metrics(inspector.class_names)
