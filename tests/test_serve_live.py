@@ -150,3 +150,19 @@ def test_a_killed_writer_leaves_no_half_written_inspection(tmp_path: Path, delay
     images = {p.name for p in (data / "images").glob("*.png")}
     assert referenced <= images and len(images - referenced) <= 1  # at most the one being committed
     assert not [p for p in (data / "images").iterdir() if p.suffix != ".png" and not p.name.startswith(".")]
+
+
+def test_the_load_benchmark_reports_and_checks_storage(tmp_path: Path) -> None:
+    """benchmarks/service_load.py in quick mode (pixel model): figures per level, no failure, stored once."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "service_load.py"
+    out = tmp_path / "load.json"
+    res = subprocess.run([sys.executable, str(script), "--quick", "--clients", "1,4", "--model",
+                          str(pixel_model(tmp_path / "pixel.onnx")), "--json", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    figures = json.loads(out.read_text())
+    assert [lv["clients"] for lv in figures["levels"]] == [1, 4]
+    assert [lv["requests"] for lv in figures["levels"]] == [3, 12]
+    assert figures["failed"] == 0 and figures["stored_exactly_once"] is True
+    assert all(lv["req_per_s"] > 0 and lv["p99_ms"] >= lv["p50_ms"] > 0 for lv in figures["levels"])
+    assert "stored exactly once: yes" in res.stdout
