@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -223,14 +224,16 @@ def dataclass_from_dict(cls: type, data: Any, where: str = "") -> Any:
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted((str(k) for k in set(data) - known), key=str)
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
         raise ConfigError(f"unknown key {key} (known: {', '.join(sorted(known))})")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
-        sub, _ = _resolve_type(hints[name])
+        sub, optional = _resolve_type(hints[name])
         key = f"{where}.{name}" if where else name
+        if sub is not None and value is None and not optional:
+            raise ConfigError(f"{key}: expected a mapping, got null")
         if sub is not None and value is not None:
             kwargs[name] = dataclass_from_dict(sub, value, key)
         else:
@@ -242,6 +245,8 @@ def dataclass_from_dict(cls: type, data: Any, where: str = "") -> Any:
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str):
@@ -256,6 +261,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is list and not isinstance(value, list):
         raise ConfigError(f"{key}: expected a list, got {value!r}")
+    item = (typing.get_args(tp) or (Any,))[0]
+    if origin is list and item in (int, str):
+        for v in value:
+            if not isinstance(v, item) or isinstance(v, bool):
+                raise ConfigError(f"{key}: expected a list of {item.__name__}, got {value!r}")
     if origin is dict and not isinstance(value, dict):
         raise ConfigError(f"{key}: expected a mapping, got {value!r}")
     return value
@@ -287,6 +297,7 @@ def parse_size(text: str | Sequence[int], *, minimum: int = 1) -> tuple[int, int
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build a :class:`Config` from a nested dict, checking every key and scalar type."""
     cfg = dataclass_from_dict(Config, data or {}, "")
+    _check_ranges(cfg)
     if cfg.train.scheduler not in ("none", "cosine"):
         raise ConfigError(f"train.scheduler: expected 'none' or 'cosine', got {cfg.train.scheduler!r}")
     if cfg.data.kind not in ("severstal", "folder", "synth"):
@@ -299,6 +310,43 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         if cfg.distill.variant not in ("standard", "paper_eq5"):
             raise ConfigError(f"distill.variant: expected standard or paper_eq5, got {cfg.distill.variant!r}")
     return cfg
+
+
+#: ``(section, field, lowest allowed, highest allowed)``: the value ranges config_from_dict checks.
+_RANGES: tuple[tuple[str, str, float, float], ...] = (
+    ("data", "batch_size", 1, math.inf),
+    ("data", "num_workers", 0, math.inf),
+    ("data", "test_fraction", 0, 1),
+    ("data", "hflip", 0, 1),
+    ("data", "vflip", 0, 1),
+    ("data", "brightness_contrast", 0, 1),
+    ("data", "max_train_images", 0, math.inf),
+    ("data", "max_val_images", 0, math.inf),
+    ("data", "synth_n", 1, math.inf),
+    ("train", "epochs", 1, math.inf),
+    ("train", "max_minutes", 0, math.inf),
+    ("train", "lr", 0, math.inf),
+    ("train", "weight_decay", 0, math.inf),
+    ("train", "warmup_steps", 0, math.inf),
+    ("train", "dice_weight", 0, math.inf),
+    ("train", "num_nodes", 1, math.inf),
+    ("train", "val_every", 1, math.inf),
+    ("train", "log_every", 1, math.inf),
+)
+
+
+def _check_ranges(cfg: Config) -> None:
+    """Refuse numbers outside their meaning (NaN, a batch of 0, ...), naming ``section.field``."""
+    for section, name, lo, hi in _RANGES:
+        value = getattr(getattr(cfg, section), name)
+        if not (math.isfinite(value) and lo <= value <= hi):
+            span = f">= {lo:g}" if hi == math.inf else f"in {lo:g}..{hi:g}"
+            raise ConfigError(f"{section}.{name}: expected a number {span}, got {value!r}")
+    if cfg.data.test_fraction in (0, 1):
+        raise ConfigError(f"data.test_fraction: expected a number in (0, 1), got {cfg.data.test_fraction}")
+    crop = cfg.data.crop
+    if crop and (len(crop) != 2 or min(crop) < 1):
+        raise ConfigError(f"data.crop: expected [] or [height, width] of positive integers, got {crop!r}")
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -315,7 +363,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node[p]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {p} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0]
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({first})") from None
     return data
 
 
