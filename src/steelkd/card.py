@@ -31,6 +31,7 @@ __all__ = [
     "TUNING_NAME",
     "WEIGHTS_NAME",
     "ModelCard",
+    "check_schema",
     "machine_key",
     "recorded_choice",
 ]
@@ -87,6 +88,7 @@ class ModelCard:
         """
         if not isinstance(card, dict):
             raise ValueError(f"{source}: model card is not a JSON object")
+        check_schema(card, source)
         names = card.get("class_names")
         if not isinstance(names, list) or len(names) < 2:
             n = card.get("num_classes")
@@ -114,6 +116,46 @@ class ModelCard:
             architecture=str(card.get("architecture", "")),
             postprocess=_postprocess_section(card.get("postprocess"), source, len(names)),
             raw=card,
+        )
+
+
+#: The type of each card field steelkd reads (``None``: not checked); a card is checked before any use.
+CARD_SCHEMA: dict[str, type | tuple[type, ...]] = {
+    "format": str,
+    "architecture": str,
+    "num_classes": int,
+    "class_names": list,
+    "normalization": dict,
+    "model_kwargs": dict,
+    "config": dict,
+    "metrics": dict,
+    "postprocess": (dict, type(None)),
+}
+
+
+def check_schema(card: dict[str, Any], source: str) -> None:
+    """Check the type of every known field of ``card`` and that the class list is consistent.
+
+    ``class_names``: two or more distinct non-empty strings; ``num_classes``: an integer >= 2 equal to the
+    length of ``class_names`` when both are given. Unknown fields are kept (newer writers may add some).
+
+    Raises:
+        ValueError: one line naming ``source``, the field and what it holds.
+    """
+    for key, tp in CARD_SCHEMA.items():
+        if key in card and (not isinstance(card[key], tp) or isinstance(card[key], bool)):
+            kinds = " or ".join(t.__name__ for t in (tp if isinstance(tp, tuple) else (tp,)))
+            raise ValueError(f"{source}: model card field {key!r} must be {kinds}, got {card[key]!r:.80}")
+    names = card.get("class_names")
+    strings = names is not None and all(isinstance(n, str) and n for n in names)
+    if names is not None and (not strings or len(names) < 2 or len(set(names)) != len(names)):
+        got = f"{names!r:.80}"
+        raise ValueError(f"{source}: model card class_names must be two or more distinct names, got {got}")
+    n = card.get("num_classes")
+    if n is not None and (n < 2 or (names is not None and n != len(names))):
+        raise ValueError(
+            f"{source}: model card num_classes {n} does not match its {len(names or [])} class_names"
+            if names is not None else f"{source}: model card num_classes must be >= 2, got {n}"
         )
 
 

@@ -95,7 +95,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
             w, h = im.size
             if im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # rotated by 90 degrees
                 w, h = h, w
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{p}: cannot read image ({exc})") from exc
     return int(h), int(w)
 

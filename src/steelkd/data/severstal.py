@@ -76,9 +76,28 @@ def read_train_csv(
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: train.csv not found")
+    try:
+        rows = _read_rows(p, num_classes, shape)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{p}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise ValueError(f"{p}: not a valid CSV file ({exc})") from None
+    table = pd.DataFrame(rows, columns=_NEW_HEADER)
+    table["ClassId"] = table["ClassId"].astype(np.int64)
+    table["ImageId"] = table["ImageId"].astype(str)
+    table["EncodedPixels"] = table["EncodedPixels"].astype(str)
+    if image_dir is not None:
+        check_images(table["ImageId"].unique(), image_dir)
+    return table
+
+
+def _read_rows(
+    p: Path, num_classes: int, shape: tuple[int, int] | None
+) -> list[tuple[str, int, str]]:
+    """The checked data rows of a train.csv (empty masks dropped), in file order."""
     rows: list[tuple[str, int, str]] = []
     seen: dict[tuple[str, int], int] = {}
-    with p.open(newline="") as fh:
+    with p.open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         old = _read_header(reader, p)
         for row in reader:
@@ -96,13 +115,7 @@ def read_train_csv(
                 )
             seen[key] = line
             rows.append(parsed)
-    table = pd.DataFrame(rows, columns=_NEW_HEADER)
-    table["ClassId"] = table["ClassId"].astype(np.int64)
-    table["ImageId"] = table["ImageId"].astype(str)
-    table["EncodedPixels"] = table["EncodedPixels"].astype(str)
-    if image_dir is not None:
-        check_images(table["ImageId"].unique(), image_dir)
-    return table
+    return rows
 
 
 def _read_header(reader: Iterator[list[str]], p: Path) -> bool:
@@ -284,7 +297,10 @@ def severstal_stats(data: str | Path, num_classes: int = 4) -> dict[str, Any]:
     masks = {c: 0 for c in range(1, num_classes + 1)}
     for image_id, cls, rle in zip(table["ImageId"], table["ClassId"], table["EncodedPixels"], strict=True):
         masks[int(cls)] += 1
-        pixels[int(cls)] += int(rle_runs(rle, shapes[image_id])[1].sum())
+        try:
+            pixels[int(cls)] += int(rle_runs(rle, shapes[image_id])[1].sum())
+        except ValueError as exc:
+            raise ValueError(f"{csv_path} (ImageId {image_id}, class {cls}): {exc}") from None
     return {
         "csv": str(csv_path),
         "images": len(ids),

@@ -117,6 +117,10 @@ def load_split(path: str | Path) -> dict[str, Any]:
         or not isinstance(data.get("test"), list)
     ):
         raise ValueError(f"{p}: not a steelkd split file (expected 'train' and 'test' lists)")
+    for part in ("train", "test"):
+        bad = [i for i in data[part] if not isinstance(i, str) or not i]
+        if bad:
+            raise ValueError(f"{p}: {part} holds {len(bad)} entries that are not image names: {bad[0]!r}")
     both = set(data["train"]) & set(data["test"])
     if both:
         raise ValueError(f"{p}: {len(both)} image(s) are in both train and test, e.g. {sorted(both)[0]}")

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from steelkd.card import BEST_METRICS_KEY, CARD_FORMAT, CARD_NAME, WEIGHTS_NAME
+from steelkd.card import BEST_METRICS_KEY, CARD_FORMAT, CARD_NAME, WEIGHTS_NAME, ModelCard
 from steelkd.data.image import MEAN, STD
 from steelkd.io import atomic_path, atomic_write_text
 from steelkd.models.base import count_params
@@ -157,8 +157,9 @@ def load_model(
             raise FileNotFoundError(f"{f}: missing (a saved model needs {WEIGHTS_NAME} and {CARD_NAME})")
     try:
         card = json.loads(card_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{card_path}: not valid JSON ({exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{card_path}: not valid JSON ({exc})") from None
+    ModelCard.from_dict(card, str(card_path))  # the schema, before anything is built from the card
     for key in ("architecture", "num_classes", "class_names"):
         if key not in card:
             raise ValueError(f"{card_path}: model card lacks '{key}'")

@@ -35,6 +35,9 @@ from steelkd.tiling import Tiling
 __all__ = ["Predictor", "predict_files"]
 
 
+#: The shortest side the network takes (its total stride); shorter images are padded up to it.
+MIN_SIDE = 32
+
 class Predictor:
     """Pre-processing, batching, TTA and post-processing around a backend's ``logits = f(batch)``.
 
@@ -118,7 +121,9 @@ class Predictor:
         """Normalised, resized, padded ``3 x h' x w'`` float32 array of an RGB image, and its ``(h, w)``.
 
         Without ``max_side`` and padding this is exactly
-        ``steelkd.data.image.normalize(image, card.mean, card.std)``, the datasets' input.
+        ``steelkd.data.image.normalize(image, card.mean, card.std)``, the datasets' input. A side shorter than
+        :data:`MIN_SIDE` (a 1x1 image, a thin strip) is padded up to it by edge replication, and the
+        padding is cropped off the result: such an image is predicted, not refused.
         """
         if image.ndim == 2:
             image = np.repeat(image[:, :, None], 3, axis=2)
@@ -130,7 +135,7 @@ class Predictor:
             h, w = nh, nw
         x = normalize(image, self._mean, self._std)
         m = self.pad_multiple
-        ph, pw = (-h) % m, (-w) % m
+        ph, pw = max((-h) % m, MIN_SIDE - h), max((-w) % m, MIN_SIDE - w)
         if ph or pw:
             x = np.ascontiguousarray(np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="edge"))
         return x, (h, w)

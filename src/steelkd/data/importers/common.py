@@ -300,7 +300,9 @@ def read_classes_yaml(path: str | Path) -> list[ClassInfo]:
     for k, e in enumerate(entries):
         ok = isinstance(e, dict) and e.get("id") == k and isinstance(e.get("name"), str) and e["name"]
         color = e.get("color", [0, 0, 0]) if isinstance(e, dict) else None
-        if not ok or not (isinstance(color, list) and len(color) == 3):
+        rgb_ok = isinstance(color, list) and len(color) == 3
+        rgb_ok = rgb_ok and all(type(v) is int and 0 <= v <= 255 for v in color)
+        if not ok or not rgb_ok:
             raise ValueError(f"{p}: class entry {k} must be {{id: {k}, name: ..., color: [r, g, b]}}: {e!r}")
         out.append(ClassInfo(k, e["name"], (int(color[0]), int(color[1]), int(color[2]))))
     names = [c.name for c in out]
