@@ -170,6 +170,13 @@ class DistillConfig:
             logits before upsampling) or ``"features"`` (decoder features through 1x1 adapters, plus the
             logits).
         feature_weight: weight of each feature-level term when ``where="features"``.
+        logit_cache: the teacher-logit cache (``where="logits"`` only): empty (default) runs the teacher
+            live in every step; ``"auto"`` keeps the cache in ``<train.out_dir>/teacher_logits``; any other
+            value is the cache's folder (share one between runs of the same teacher and training images).
+            The teacher's 1/4-resolution logits of every training image are computed once (fp16, full
+            un-augmented image) and each step crops and flips them exactly as the student's input, so a
+            distillation step costs about a plain student step (see :mod:`steelkd.engine.logit_cache` and
+            docs/speed.md for what it changes: the teacher sees the whole image, not the jittered crop).
     """
 
     teacher: str = ""
@@ -178,6 +185,7 @@ class DistillConfig:
     variant: str = "standard"
     where: str = "logits"
     feature_weight: float = 1.0
+    logit_cache: str = ""
 
 
 @dataclass
@@ -226,7 +234,8 @@ def dataclass_from_dict(cls: type, data: Any, where: str = "") -> Any:
     known = {f.name for f in fields(cls)}
     unknown = sorted((str(k) for k in set(data) - known), key=str)
     if unknown:
-        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        name = unknown[0] if unknown[0].isprintable() else repr(unknown[0])
+        key = f"{where}.{name}" if where else name
         raise ConfigError(f"unknown key {key} (known: {', '.join(sorted(known))})")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
@@ -309,6 +318,11 @@ def config_from_dict(data: dict[str, Any]) -> Config:
             )
         if cfg.distill.variant not in ("standard", "paper_eq5"):
             raise ConfigError(f"distill.variant: expected standard or paper_eq5, got {cfg.distill.variant!r}")
+        if cfg.distill.logit_cache and cfg.distill.where != "logits":
+            raise ConfigError(
+                f"distill.logit_cache needs distill.where=logits (got {cfg.distill.where!r}): "
+                "only the teacher's logits are cached"
+            )
     return cfg
 
 

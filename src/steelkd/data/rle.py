@@ -30,7 +30,7 @@ SEVERSTAL_SHAPE: tuple[int, int] = (256, 1600)
 
 _MAX_TOKEN = 2**52  # far beyond any image; keeps start + length free of int64 overflow
 _DIGITS = b"0123456789 "
-_INT_TOKEN = re.compile(r"[+-]?\d+")
+_INT_TOKEN = re.compile(r"[+-]?[0-9]+")
 # 0, 1, 0, 1, ... : the values np.repeat expands into a mask (grown on demand).
 _ALTERNATING = np.tile(np.array([0, 1], dtype=np.uint8), 4096)
 
@@ -50,7 +50,11 @@ def _parse_slow(rle: str) -> np.ndarray:
     for i, tok in enumerate(tokens):
         if not _INT_TOKEN.fullmatch(tok):
             raise ValueError(f"RLE token {tok!r} (token {i + 1}) is not an integer")
-    return np.array([int(t) for t in tokens], dtype=np.int64)
+    values = [int(t) for t in tokens]
+    for i, v in enumerate(values):
+        if abs(v) > _MAX_TOKEN:
+            raise ValueError(f"RLE token {i + 1} is too large (over {_MAX_TOKEN} pixels)")
+    return np.array(values, dtype=np.int64)
 
 
 def _parse(rle: Any) -> np.ndarray:

@@ -139,13 +139,13 @@ def _parse_row(
 ) -> tuple[str, int, str] | None:
     """``(ImageId, ClassId, EncodedPixels)`` of one data row (``None``: empty mask); errors name ``at``."""
     image_id = row[0].strip()
-    where = f"{at} (ImageId {image_id or '?'})"
+    where = f"{at} (ImageId {_printable(image_id) or '?'})"
     ncol = 2 if old else 3
     if len(row) != ncol:
         raise ValueError(f"{where}: expected {ncol} fields, got {len(row)}")
     if old:
         image_id, sep, cls_txt = image_id.rpartition("_")
-        where = f"{at} (ImageId {image_id or row[0].strip()})"
+        where = f"{at} (ImageId {_printable(image_id or row[0].strip())})"
         if not sep or not image_id:
             raise ValueError(f"{where}: ImageId_ClassId {row[0].strip()!r} has no '_<class>' suffix")
         rle = row[1]
@@ -167,6 +167,11 @@ def _parse_row(
     except ValueError as exc:
         raise ValueError(f"{where}: bad EncodedPixels: {exc}") from None
     return image_id, cls, rle
+
+
+def _printable(text: str) -> str:
+    """``text`` as is, or its repr when it holds a line break or another unprintable character."""
+    return text if text.isprintable() else repr(text)
 
 
 def list_images(image_dir: str | Path) -> list[str]:
