@@ -336,3 +336,23 @@ def test_store_refuses_a_duplicate_and_lists_orphans(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"bad\.db: cannot open the inspection database"):
         Store(tmp_path / "bad.db", tmp_path / "data2")
     assert json.loads(json.dumps(client_store.coils())) == []
+
+
+def test_a_failed_write_leaves_no_row_only_an_unreferenced_image(tmp_path: Path) -> None:
+    import sqlite3
+
+    from steelkd.serve.store import Defect, Inspection, Store, image_file, new_id, utc_now
+
+    store = Store(tmp_path / "i.db", tmp_path / "data")
+    i = new_id()
+    good = Defect(1, "model", 1, 10, 0, 0, 2, 5, 0.9, 0.95, "1 10")
+    bad = Defect(2, "model", 1, 10, 0, 0, 2, 5, 0.9, 0.95, "1 10", status="bogus")  # violates a CHECK
+    insp = Inspection(i, utc_now(), None, None, None, image_file(i), 10, 10, ["bg", "d"], "m", "v", "b", 1.0,
+                      2, [good, bad])
+    with pytest.raises(sqlite3.IntegrityError):
+        store.add(insp, b"png")
+    assert store.count() == 0 and store.get(i) is None  # the inspection row was rolled back with it
+    assert [p.name for p in store.orphan_images()] == [f"{i}.png"]
+    insp.defects = [good]
+    store.add(insp, b"png")
+    assert store.get(i).defects == [good] and store.orphan_images() == []

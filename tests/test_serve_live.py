@@ -118,7 +118,7 @@ _WRITER = textwrap.dedent("""
     import sys
     from steelkd.serve.store import Defect, Inspection, Store, image_file, new_id, utc_now
     store = Store(sys.argv[1], sys.argv[2])
-    png = b"\\x89PNG" + b"x" * 200_000
+    png = b"\\x89PNG" + b"x" * 3_000_000  # a large file: a wide window for a kill between file and rows
     while True:
         i = new_id()
         defects = [Defect(n, "model", 1, 10, 0, 0, 2, 5, 0.9, 0.95, "1 10") for n in range(1, 201)]
@@ -128,7 +128,7 @@ _WRITER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("delay", [0.4, 0.9, 1.7])
+@pytest.mark.parametrize("delay", [0.3, 0.7, 1.1, 1.6])
 def test_a_killed_writer_leaves_no_half_written_inspection(tmp_path: Path, delay: float) -> None:
     db, data = tmp_path / "i.db", tmp_path / "data"
     proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(db), str(data)], stdout=subprocess.PIPE,
@@ -145,7 +145,7 @@ def test_a_killed_writer_leaves_no_half_written_inspection(tmp_path: Path, delay
     assert rows
     for insp in rows:
         assert len(insp.defects) == insp.n_defects == 200
-        assert store.image_path(insp).stat().st_size == 200_004
+        assert store.image_path(insp).stat().st_size == 3_000_004
     referenced = {store.image_path(i).name for i in rows}
     images = {p.name for p in (data / "images").glob("*.png")}
     assert referenced <= images and len(images - referenced) <= 1  # at most the one being committed
