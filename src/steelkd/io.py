@@ -30,6 +30,32 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def safe_name(name: str, what: str = "name") -> str:
+    """``name`` when it is a plain file name, so that ``folder / name`` stays inside ``folder``.
+
+    The one check of a name that comes from data or a config (an experiment name, an image id, an imported
+    item) and becomes part of an output path: non-empty, printable, no ``/`` or ``\\``, not ``.`` or
+    ``..``, not starting with ``.``(no hidden or parent entries).
+
+    Raises:
+        ValueError: naming ``what`` and the value.
+
+    Example:
+        >>> safe_name("exp1")
+        'exp1'
+    """
+    if (
+        not isinstance(name, str)
+        or not name
+        or not name.isprintable()
+        or "/" in name
+        or "\\" in name
+        or name.startswith(".")
+    ):
+        raise ValueError(f"{what} {name!r}: not a plain file name (no '/', '\\', leading '.' or '..')")
+    return name
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write text to ``path`` atomically (temp file, then rename)."""
     with atomic_path(path) as tmp:

@@ -35,6 +35,7 @@ from steelkd.config import (
     parse_size,
     read_yaml_mapping,
 )
+from steelkd.io import safe_name
 
 __all__ = [
     "BenchSpec",
@@ -228,6 +229,11 @@ def _parse_experiments(exps_raw: Any, models: dict[str, RoleSpec]) -> list[Exper
             raise ConfigError(f"experiments[{i}]: teacher and student are the same role {spec.teacher!r}")
         exps.append(spec)
     names = [e.name for e in exps]
+    for i, name in enumerate(names):
+        try:
+            safe_name(name, f"experiments[{i}].name")  # it names report figures
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if len(set(names)) != len(names):
         raise ConfigError(f"experiments: duplicate experiment names {names}")
     return exps

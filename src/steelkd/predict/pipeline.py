@@ -30,7 +30,7 @@ import numpy as np
 
 from steelkd.data.batching import SizeBatcher
 from steelkd.data.image import IMAGE_EXTENSIONS, read_image
-from steelkd.io import atomic_write_bytes
+from steelkd.io import atomic_write_bytes, safe_name
 from steelkd.postprocess import overlay
 from steelkd.predict.results import (
     Failure,
@@ -278,11 +278,12 @@ class FilePipeline:
         opts = self.options
         res = summarize(item.path, label, self.predictor.class_names, opts.keep_label_maps)
         res.defects = find_defects(res.image_id, label, confidence, self.predictor.class_names)
+        stem = safe_name(item.path.stem, "image name")  # outputs stay under out_dir
         if opts.out_dir is not None and opts.masks:
-            res.mask_path = opts.out_dir / "masks" / f"{item.path.stem}.png"
+            res.mask_path = opts.out_dir / "masks" / f"{stem}.png"
             atomic_write_bytes(res.mask_path, encode_png(label))
         if opts.out_dir is not None and opts.overlays:
-            res.overlay_path = opts.out_dir / "overlays" / f"{item.path.stem}.{opts.overlay_format}"
+            res.overlay_path = opts.out_dir / "overlays" / f"{stem}.{opts.overlay_format}"
             drawn = overlay(item.image, label, self.predictor.class_names)
             atomic_write_bytes(res.overlay_path, encode_png(drawn) if opts.overlay_format == "png"
                                else encode_jpg(drawn))

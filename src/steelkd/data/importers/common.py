@@ -38,7 +38,7 @@ import yaml
 from PIL import Image
 
 from steelkd.data.image import IMAGE_EXTENSIONS, image_size
-from steelkd.io import atomic_write_text
+from steelkd.io import atomic_write_text, safe_name
 from steelkd.postprocess import palette
 
 __all__ = [
@@ -351,7 +351,9 @@ def count_regions(label: np.ndarray) -> int:
 
 
 def _safe_name(name: str) -> str:
-    return name.replace("/", "__").replace("\\", "__")
+    """An imported item's output name: its path relative to the source with ``/`` as ``__``, then checked
+    (:func:`steelkd.io.safe_name`), so no annotation can make the import write outside its folder."""
+    return safe_name(name.replace("/", "__").replace("\\", "__"), "imported image name")
 
 
 def _is_replaceable(out: Path) -> bool:
