@@ -26,6 +26,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from steelkd.card import BEST_METRICS_KEY
 from steelkd.config import Config, save_config
 from steelkd.data import class_pixel_counts
+from steelkd.engine.callbacks import reliability_callbacks
 from steelkd.engine.datamodule import SegDataModule
 from steelkd.engine.distiller import DistillerModule
 from steelkd.engine.segmenter import SegmenterModule, build_model
@@ -180,7 +181,7 @@ def build_trainer(
         save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
-    callbacks = [ckpt, last, *(callbacks or [])]
+    callbacks = [ckpt, last, *reliability_callbacks(), *(callbacks or [])]
     if progress:
         try:
             callbacks.append(RichProgressBar())
