@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         with user_errors():
             uvicorn = require_extra("uvicorn", "serve")
             require_extra("fastapi", "serve")
-            require_extra("multipart", "serve")
+            require_extra("python_multipart", "serve")
             from steelkd.serve import Limits
             from steelkd.serve.app import create_app
 

@@ -82,7 +82,8 @@ def image_file(inspection_id: str) -> str:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    """Now in UTC, ISO 8601 with microseconds (the store's timestamps; they order the recent list)."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 @dataclass
