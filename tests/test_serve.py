@@ -199,6 +199,20 @@ def test_image_dimensions_over_a_limit_are_400_naming_it(client: TestClient, ima
     assert client.get("/health").json()["inspections"] == 0
 
 
+def test_a_huge_header_is_400_naming_max_pixels(client: TestClient) -> None:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)  # 400 Mpx, a few bytes of file
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(
+        b"IEND", b"")
+    res = client.post("/v1/inspect", files={"image": ("bomb.png", png, "image/png")})
+    assert res.status_code == 400 and res.json()["limit"] in ("max_pixels", "max_side"), res.json()
+
+
 def test_request_over_max_bytes_is_413_with_or_without_content_length(client: TestClient) -> None:
     big = np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)  # ~270 kB PNG
     res = inspect(client, big)

@@ -172,6 +172,10 @@ class Inspector:
             except ValueError as exc:
                 if isinstance(exc, RequestError):
                     raise
+                if "decompression bomb" in str(exc):  # Pillow's own refusal of a huge header
+                    raise RequestError(f"image: the header's size is over Pillow's decompression-bomb limit; "
+                                       f"max_pixels is {self.limits.max_pixels}", limit="max_pixels",
+                                       value=self.limits.max_pixels) from None
                 reason = str(exc).split("cannot read image", 1)[-1].strip(" ()").replace(tmp.name, "upload")
                 reason = reason or "unknown format"
                 raise RequestError(f"image: the upload is not a readable image ({reason})") from None
