@@ -30,6 +30,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def remove_stale_temps(folder: str | Path) -> int:
+    """Delete the temporary files :func:`atomic_path` left in ``folder`` when its process was killed mid-write
+    (``.<name>.<random>.tmp``); return how many. Call it only where no other process writes at the time.
+    """
+    d = Path(folder)
+    if not d.is_dir():
+        return 0
+    stale = [p for p in d.iterdir() if p.is_file() and p.name.startswith(".") and p.name.endswith(".tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
 def safe_name(name: str, what: str = "name") -> str:
     """``name`` when it is a plain file name, so that ``folder / name`` stays inside ``folder``.
 

@@ -7,6 +7,11 @@ full. Memory stays bounded: at most ``max(2 * batch_size, 4)`` images are read a
 ``4 * batch_size`` results wait to be written. A file that cannot be read or written becomes a
 :class:`~steelkd.predict.results.Failure` and the run goes on.
 
+Every file is written atomically (:mod:`steelkd.io`) and the CSVs only at the end, so a run killed half-way
+leaves whole masks and the previous submission; run again into the same folder, it removes the temporary
+files the killed run left, writes every output once more (replacing, never duplicating) and a complete
+submission (``tests/test_predict_faults.py``). One run per output folder at a time.
+
 Example:
     >>> from steelkd.predict import Predictor
     >>> from steelkd.predict.pipeline import FilePipeline, OutputOptions
@@ -30,7 +35,7 @@ import numpy as np
 
 from steelkd.data.batching import SizeBatcher
 from steelkd.data.image import IMAGE_EXTENSIONS, read_image
-from steelkd.io import atomic_write_bytes, safe_name
+from steelkd.io import atomic_write_bytes, remove_stale_temps, safe_name
 from steelkd.postprocess import overlay
 from steelkd.predict.results import (
     Failure,
@@ -225,6 +230,9 @@ class FilePipeline:
         self.files = resolve_inputs(inputs)
         if self.options.writes_images:
             check_unique_stems(self.files)
+        if self.options.out_dir is not None:  # a run killed mid-write left these; its outputs are redone
+            for sub in ("", "masks", "overlays"):
+                remove_stale_temps(self.options.out_dir / sub)
         self.results, self.failures, self._writes = {}, [], deque()
         t0 = time.perf_counter()
         batcher: SizeBatcher = SizeBatcher(self.predictor.batch_size)
