@@ -301,6 +301,8 @@ def test_a_saved_torch_model_is_served(tmp_path: Path) -> None:
     assert body["model"]["backend"].startswith("torch") and body["model"]["name"] == "atto"
     assert all(set(d) >= {"class", "area", "box", "score", "rle"} for d in body["defects"])
     assert client.get("/v1/model").json()["architecture"] == "resunet_convnext_atto"
+    tiny = inspect(client, frame([], h=10, w=20))  # under the encoder's stride: padded, cropped back
+    assert tiny.status_code == 200 and tiny.json()["image"] == {"height": 10, "width": 20}
 
 
 def test_the_page_and_its_assets_are_served_with_nothing_external(client: TestClient) -> None:
