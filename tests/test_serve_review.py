@@ -102,3 +102,11 @@ def test_serve_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "--port: expected 1..65535, got 0" in res.output
     res = runner.invoke(cli_app, ["serve", "--model", str(model), "--max-side", "0", "--db", db])
     assert res.exit_code == 1 and "max_side: expected >= 1, got 0" in res.output
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        res = runner.invoke(cli_app, ["serve", "--model", str(model), "--port", port, "--db", db])
+    assert res.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in res.output

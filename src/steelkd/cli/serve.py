@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import typer
@@ -44,6 +45,7 @@ def register(app: typer.Typer) -> None:
 
             if not 0 < port < 65536:
                 raise ValueError(f"--port: expected 1..65535, got {port}")
+            _check_listen(host, port)  # before the model is loaded
             size = None if tile.strip().lower() == "none" else parse_size(tile)
             limits = Limits(max_bytes=max_bytes, max_side=max_side, max_pixels=max_pixels)
             app = create_app(model, db, data_dir, backend=backend, tile=size, limits=limits)
@@ -58,3 +60,14 @@ def register(app: typer.Typer) -> None:
             console.print(f"note: {len(orphans)} image file(s) with no inspection row (an interrupted write)",
                           highlight=False)
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=5)
+
+
+def _check_listen(host: str, port: int) -> None:
+    """ValueError naming the address when nothing can listen there (in use, not this machine's)."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as exc:
+        raise ValueError(f"--host/--port: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
