@@ -50,7 +50,11 @@ class _Poison(Callback):
                 next(pl_module.model.parameters()).fill_(self.value)
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+#: The non-finite losses tried.
+NON_FINITE = [float("nan"), float("inf")]
+
+
+@pytest.mark.parametrize("value", NON_FINITE)
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     tmp_path: Path, value: float
 ) -> None:
