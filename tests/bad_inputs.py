@@ -555,6 +555,67 @@ BAD_CARD: list[Bad] = [
     Bad("card", "postprocess not an object", _card(_set("postprocess", "argmax"), "postprocess")),
 ]
 
+
+def _model_file(name: str, data: bytes | Callable[[Path], bytes], expect: str) -> Builder:
+    """``steelkd predict`` with the model file ``name`` holding ``data`` (``dir/file``: a folder's file)."""
+
+    def build(tmp: Path) -> tuple[list[str], str]:
+        from deploy_helpers import write_images
+
+        src = Path(CARD_MODEL[0])
+        if "/" in name:
+            folder = tmp / name.split("/")[0]
+            folder.mkdir()
+            for f in src.iterdir():
+                (folder / f.name).write_bytes(f.read_bytes())
+            target, model = tmp / name, folder
+        else:
+            target = model = tmp / name
+        target.write_bytes(data(src) if callable(data) else data)
+        write_images(tmp / "in", 1, seed=0, h=32, w=64)
+        return [
+            "predict",
+            "-m",
+            str(model),
+            "-i",
+            str(tmp / "in"),
+            "-o",
+            str(tmp / "out"),
+            "--no-progress",
+        ], expect
+
+    return build
+
+
+BAD_MODEL_FILES: list[Bad] = [
+    Bad("model", "garbage .ckpt", _model_file("m.ckpt", b"not a checkpoint at all", "m.ckpt")),
+    Bad("model", "truncated .ckpt zip", _model_file("m.ckpt", b"PK\x03\x04" + bytes(60), "m.ckpt")),
+    Bad("model", "garbage .onnx", _model_file("m.onnx", b"\x08\x07garbage", "m.onnx")),
+    Bad("model", "garbage OpenVINO .xml", _model_file("m.xml", b"<net><layers>", "m.xml")),
+    Bad(
+        "model",
+        "truncated model.safetensors",
+        _model_file(
+            "mdl/model.safetensors",
+            lambda src: (src / "model.safetensors").read_bytes()[:1000],
+            "model.safetensors",
+        ),
+    ),
+    Bad(
+        "model",
+        "safetensors of other shapes",
+        _model_file("mdl/model.safetensors", lambda src: _other_weights(), "model.safetensors"),
+    ),
+]
+
+
+def _other_weights() -> bytes:
+    import torch
+    from safetensors.torch import save
+
+    return save({"encoder.weight": torch.zeros(2, 2)})
+
+
 BAD_CLASSES: list[Bad] = [
     Bad("classes", "classes.yaml not YAML", _classes_yaml("classes: [\n", "classes.yaml")),
     Bad("classes", "classes.yaml without a list", _classes_yaml("format: x\n", "classes.yaml")),
@@ -587,5 +648,6 @@ ALL_BAD: list[Bad] = [
     *BAD_SPLIT,
     *BAD_CONFIG,
     *BAD_CARD,
+    *BAD_MODEL_FILES,
     *BAD_CLASSES,
 ]

@@ -58,6 +58,10 @@ GROUP_TEXT: dict[str, tuple[str, str]] = {
         "bad model cards (schema: types, class list, normalisation, postprocess, architecture)",
         "one line naming model.json and the field, before any model is built",
     ),
+    "model": (
+        "corrupt model files (.ckpt, .onnx, OpenVINO .xml, truncated or mismatched model.safetensors)",
+        "one line naming the file; nothing unpickled",
+    ),
     "classes": ("bad classes.yaml files", "one line naming the file and the entry"),
 }
 

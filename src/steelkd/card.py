@@ -129,8 +129,7 @@ CARD_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "model_kwargs": dict,
     "config": dict,
     "metrics": dict,
-    "postprocess": (dict, type(None)),
-}
+}  # ``postprocess`` has its own, finer check (:func:`_postprocess_section`)
 
 
 def check_schema(card: dict[str, Any], source: str) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from steelkd.card import BEST_METRICS_KEY, CARD_FORMAT, CARD_NAME, WEIGHTS_NAME, ModelCard
@@ -28,7 +28,7 @@ from steelkd.data.image import MEAN, STD
 from steelkd.io import atomic_path, atomic_write_text
 from steelkd.models.base import count_params
 from steelkd.models.registry import create_model
-from steelkd.models.weights import load_weights_only, state_mismatch
+from steelkd.models.weights import load_safetensors, load_weights_only, state_mismatch
 
 __all__ = ["load_model", "load_state_checked", "make_card", "model_files", "save_model"]
 
@@ -166,6 +166,6 @@ def load_model(
     model = create_model(
         card["architecture"], num_classes=int(card["num_classes"]), **card.get("model_kwargs", {})
     )
-    state = load_file(str(weights), device=str(map_location))
+    state = load_safetensors(weights, device=str(map_location))
     load_state_checked(model, state, str(weights))
     return model.eval(), card

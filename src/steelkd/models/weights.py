@@ -79,3 +79,18 @@ def load_weights_only(path: str | Path) -> Any:
         ) from None
     except Exception as exc:  # torch raises RuntimeError, OSError, EOFError, zipfile errors ...
         raise ValueError(f"{p}: not a readable PyTorch checkpoint ({type(exc).__name__})") from None
+
+
+def load_safetensors(path: str | Path, device: str = "cpu") -> dict[str, Tensor]:
+    """The tensors of a ``.safetensors`` file (a format with no code in it).
+
+    Raises:
+        ValueError: one line naming the file when it is truncated or not a safetensors file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=device)
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None

@@ -14,7 +14,7 @@ from torch import nn
 from steelkd.models.base import SegmentationModel
 from steelkd.models.registry import register
 from steelkd.models.resunet.decoder import ResUnetDecoder
-from steelkd.models.weights import load_weights_only, state_mismatch
+from steelkd.models.weights import load_safetensors, load_weights_only, state_mismatch
 
 #: The paper's FF width (fits the published parameter counts, see docs/models.md); capped by the
 #: encoder's deepest width for the small ConvNeXt variants.
@@ -113,9 +113,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"encoder weights file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state: Any = load_file(str(path))
+        state: Any = load_safetensors(path)
     else:
         state = load_weights_only(path)
     for key in ("state_dict", "model", "model_state_dict"):
