@@ -88,6 +88,16 @@ def test_unwritable_output_folder_fails_before_training(tmp_path: Path) -> None:
     assert str(blocker / "run") in str(info.value) and "\n" not in str(info.value)
 
 
+def test_cli_names_an_unwritable_output_folder_first(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    cfg = train_config(flat_folder(tmp_path / "flat"), tmp_path / "a-file" / "run")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "cfg.yaml")])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1, result.output
+    assert "a-file/run: output folder is not writable" in errors[0]
+
+
 def test_output_check_names_an_unwritable_folder(tmp_path: Path) -> None:
     from steelkd.engine.callbacks import check_output_folder
 

@@ -144,7 +144,7 @@ def rows() -> list[tuple[str, str, str, str]]:
             "unwritable output folder, `ulimit -f`, a full 8 MB tmpfs",
             str(
                 sum(
-                    any(k in t for k in ("unwritable_output", "size_limit", "full_disk"))
+                    any(k in t for k in ("unwritable_output_folder_fails", "size_limit", "full_disk"))
                     for t in _tests(test_faults)
                 )
             ),

@@ -36,9 +36,11 @@ def _train_flags(**values: object) -> dict[str, object]:
 def _run(config: Path, sets: list[str], resume: str | None, distill: bool) -> None:
     from steelkd.config import ConfigError, load_config
     from steelkd.engine import fit
+    from steelkd.engine.callbacks import check_output_folder
 
     with user_errors():
         cfg = load_config(config, sets)
+        check_output_folder(Path(cfg.train.out_dir), 0)  # writable at all, before the data is read
         if distill and cfg.distill is None:
             raise ConfigError(f"{config}: distillation needs a 'distill' section (or --teacher PATH)")
         if not distill and cfg.distill is not None:
