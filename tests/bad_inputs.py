@@ -384,6 +384,11 @@ BAD_IMAGES: list[Bad] = [
         "corrupt image met mid-training (train split)",
         _folder_file("images/img0.png", b"\x89PNG junk"),
         fresh=True,
+    ),    Bad(
+        "image",
+        "corrupt image met mid-training in a DataLoader worker",
+        _folder_file("images/img0.png", b"\x89PNG junk", data__num_workers=1),
+        fresh=True,
     ),
 ]
 

@@ -100,3 +100,18 @@ def test_odd_images_are_converted_and_predicted(kind: str, tmp_path: Path, tmp_p
     assert code == 0 and not errors, text
     mask = np.asarray(Image.open(tmp_path / "out" / "masks" / "odd.png"))
     assert mask.shape == arr.shape[:2]
+
+
+def test_worker_wrapped_errors_become_their_original_line() -> None:
+    """A DataLoader worker's error (num_workers > 0) carries the worker traceback in its message; the CLI
+    prints only the original message."""
+    from steelkd.cli._common import one_line
+
+    wrapped = ValueError(
+        "Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n    raise ValueError(...)\n'
+        "ValueError: /data/img7.png: cannot read image (x)\n"
+    )
+    assert one_line(wrapped) == "/data/img7.png: cannot read image (x)"
+    assert one_line(ValueError("a\nb")) == "a | b"
+    assert one_line(KeyError("unknown model 'x'")) == "unknown model 'x'"
