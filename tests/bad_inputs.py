@@ -384,7 +384,19 @@ BAD_IMAGES: list[Bad] = [
         "corrupt image met mid-training (train split)",
         _folder_file("images/img0.png", b"\x89PNG junk"),
         fresh=True,
-    ),    Bad(
+    ),
+    Bad(
+        "image",
+        "validation image smaller than the network's stride",
+        _folder_edit(
+            lambda r: (
+                (r / "images" / "img2.png").write_bytes(png_bytes(np.zeros((1, 1), np.uint8))),
+                (r / "masks" / "img2.png").write_bytes(png_bytes(np.zeros((1, 1), np.uint8))),
+                "1x1",
+            )[2]
+        ),
+    ),
+    Bad(
         "image",
         "corrupt image met mid-training in a DataLoader worker",
         _folder_file("images/img0.png", b"\x89PNG junk", data__num_workers=1),

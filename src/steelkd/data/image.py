@@ -27,6 +27,7 @@ from PIL import Image, ImageOps
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MEAN",
+    "MIN_SIDE",
     "STD",
     "check_image",
     "denormalize",
@@ -100,8 +101,15 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def check_image(path: str | Path) -> tuple[int, int]:
+#: The shortest image side a network takes whole (the encoder's total stride): validation images are checked
+#: against it (prediction pads shorter images instead).
+MIN_SIDE = 32
+
+
+def check_image(path: str | Path, min_side: int = MIN_SIDE) -> tuple[int, int]:
     """Decode the whole file cheaply to prove it readable; return ``(height, width)`` as :func:`image_size`.
+
+    An image with a side shorter than ``min_side`` is refused too: the network cannot take it whole.
 
     A JPEG is decoded at 1/8 scale (libjpeg's DCT scaling still reads every byte of the stream, so a
     truncated or corrupt file fails; about 4x faster than :func:`read_image`), other formats fully.
@@ -114,6 +122,10 @@ def check_image(path: str | Path) -> tuple[int, int]:
         (256, 1600)
     """
     size = image_size(path)
+    if min(size) < min_side:
+        raise ValueError(
+            f"{path}: image is {size[0]}x{size[1]}; the network needs at least {min_side} px a side"
+        )
     try:
         with Image.open(path) as im:
             if im.format == "JPEG":

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from steelkd.data.batching import equal_size_batches
-from steelkd.data.image import normalize
+from steelkd.data.image import MIN_SIDE, normalize
 from steelkd.postprocess import PostProcess, postprocess_from_card, softmax
 from steelkd.predict.backends import Backend, load_backend
 from steelkd.predict.pipeline import FilePipeline, OutputOptions
@@ -34,9 +34,6 @@ from steelkd.tiling import Tiling
 
 __all__ = ["Predictor", "predict_files"]
 
-
-#: The shortest side the network takes (its total stride); shorter images are padded up to it.
-MIN_SIDE = 32
 
 class Predictor:
     """Pre-processing, batching, TTA and post-processing around a backend's ``logits = f(batch)``.
