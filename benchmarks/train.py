@@ -3,7 +3,10 @@
 For each precision it measures, in one run and at the same batch and crop:
 
 - images/s of a supervised step of the teacher and of the student (forward, weighted CE, backward, AdamW);
-- images/s of a distillation step (teacher forward under inference_mode + student step + CWD);
+- images/s of a distillation step: live (teacher forward under no_grad + student step + CWD, through the
+  engine's ``LiveTeacher``) and with the teacher-logit cache (the logits come with the batch:
+  ``CachedTeacher``; the loader's upsampling and cropping of the cached map runs in its worker processes
+  and is not in the step);
 - the share of the distillation step spent in the CWD loss (its forward and backward on the logits);
 - peak memory: resident set size of a fresh process per configuration on CPU, or
   ``torch.cuda.max_memory_allocated`` on a GPU.
@@ -29,6 +32,8 @@ from typing import Any
 import torch
 
 from steelkd.config import parse_size
+from steelkd.engine.distiller import LiveTeacher
+from steelkd.engine.logit_cache import CachedTeacher
 from steelkd.losses import ChannelWiseDivergence, WeightedCrossEntropy
 from steelkd.models import create_model
 from steelkd.runtime import autocast_dtype, device_name, resolve_device
@@ -74,15 +79,17 @@ def _child(job: dict[str, Any], queue: Any) -> None:
             cwd(s_logits, t_logits).backward()
 
         out["seconds"] = _timed(cwd_step, job["repeats"], job["warmup"], device)
-    elif job["kind"] == "distill":
-        teacher = create_model(job["teacher"], num_classes=classes).to(device, memory_format=fmt)
-        teacher = teacher.eval().requires_grad_(False)
+    elif job["kind"] in ("distill", "distill_cached"):
+        net = create_model(job["teacher"], num_classes=classes).to(device, memory_format=fmt)
+        live = LiveTeacher(net)
+        with torch.no_grad(), autocast():
+            cached_logits = net(x).float()  # what the cache's loader brings with each batch
+        teacher = live if job["kind"] == "distill" else CachedTeacher()
+        batch = (x, y, cached_logits)
 
         def kd_step() -> None:
-            with torch.inference_mode(), autocast():
-                t = teacher(x)
-            t = t.clone()
             with autocast():
+                t = teacher(batch)["logits"]
                 s = student(x)
             loss = ce(s.float(), y) + cwd(s, t)
             opt.zero_grad(set_to_none=True)
@@ -161,18 +168,22 @@ def main() -> None:
             "precision": prec,
             "device": args.device,
         }
-        res = {kind: run({**base, "kind": kind}) for kind in ("teacher", "student", "distill", "cwd")}
-        for kind in ("teacher", "student", "distill"):
+        kinds = ("teacher", "student", "distill", "distill_cached", "cwd")
+        res = {kind: run({**base, "kind": kind}) for kind in kinds}
+        for kind in kinds[:-1]:
             r = res[kind]
             ips = args.batch / r["seconds"]
             print(f"| {prec} | {kind} | {ips:.2f} | {r['seconds']:.3f} | {r['peak_mb']:.0f} |")
         share = res["cwd"]["seconds"] / res["distill"]["seconds"]
         over = res["distill"]["seconds"] / res["student"]["seconds"]
+        cached = res["distill_cached"]["seconds"] / res["student"]["seconds"]
         results.append({"precision": prec, **{k: v["seconds"] for k, v in res.items()},
-                        "distill_step_vs_student_step": over, "cwd_share": share})  # fmt: skip
+                        "distill_step_vs_student_step": over, "distill_cached_step_vs_student_step": cached,
+                        "cwd_share": share})  # fmt: skip
         print(
             f"| {prec} | CWD loss (fwd+bwd) | - | {res['cwd']['seconds']:.4f} | share of a distillation "
-            f"step: {100 * share:.1f}%; distillation step / student step: {over:.2f}x |"
+            f"step: {100 * share:.1f}%; distillation step / student step: {over:.2f}x live, "
+            f"{cached:.2f}x cached |"
         )
     if args.json:
         meta = {"teacher": args.teacher, "student": args.student, "batch": args.batch, "crop": [h, w],

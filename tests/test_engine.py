@@ -85,7 +85,7 @@ def test_distillation_epoch_leaves_teacher_bit_identical(synth_root: Path, tmp_p
     class Grab(L.Callback):
         def on_train_epoch_end(self, trainer: L.Trainer, pl_module: DistillerModule) -> None:
             assert not pl_module.teacher.training
-            seen.update({k: v.detach().clone() for k, v in pl_module.teacher.state_dict().items()})
+            seen.update({k: v.detach().clone() for k, v in pl_module.teacher.net.state_dict().items()})
 
     result = fit(cfg, progress=False, callbacks=[Grab()])
     log = pd.read_csv(result.metrics_csv)

@@ -198,6 +198,35 @@ def test_config_hash_content_and_teacher() -> None:
     assert config_hash(k1, "abc") == config_hash(k2, "abc") != config_hash(k1, "abd")
 
 
+def test_hashes_of_runs_made_before_the_logit_cache_existed_are_unchanged() -> None:
+    """The hashes are a contract with run folders on disk: these are the values steelkd gave before
+    ``distill.logit_cache`` was added (commit 9429d89), so no finished run is retrained."""
+    cfg = experiment_config_from_dict(_small(Path("/d")))
+    assert config_hash(run_config(cfg, "teacher", seed=0)) == "9efde197908e"
+    assert config_hash(run_config(cfg, "student", seed=0, teacher_dir="/t"), "abc") == "eaaedc979b5a"
+    cached = run_config(cfg, "student", seed=0, teacher_dir="/t", distill={"logit_cache": "auto"})
+    assert config_hash(cached, "abc") != "eaaedc979b5a"
+
+
+def test_experiments_differing_only_in_distill_settings_share_teacher_and_baselines() -> None:
+    exps = [
+        {"name": "live", "teacher": "teacher", "student": "student"},
+        {"name": "cached", "teacher": "teacher", "student": "student", "distill": {"logit_cache": "auto"}},
+    ]
+    cfg = experiment_config_from_dict(_small(Path("/d"), experiments=exps, seeds=[0, 1]))
+    plan = plan_experiment(cfg, "/tmp/out")
+    uses = [tuple(r.uses) for r in plan]
+    assert uses.count(("teacher",)) == 1 and uses.count(("baseline",)) == 2
+    kd = [r for r in plan if "distilled" in r.uses]
+    assert len(kd) == 4 and len({r.hash for r in kd}) == 4
+    assert sorted(r.config.distill.logit_cache for r in kd) == ["", "", "auto", "auto"]
+    assert {a[3] for r in kd for a in r.aliases} == {"live", "cached"}
+    with pytest.raises(ConfigError, match=r"experiments\[0\].distill.teacher"):
+        experiment_config_from_dict(
+            _small(Path("/d"), experiments=[{**exps[0], "distill": {"teacher": "x"}}])
+        )
+
+
 # ---------------------------------------------------------------------------------------- the chain
 #: The package's modules in chain order: each may import only modules before it.
 CHAIN = [

@@ -81,6 +81,23 @@ class SegDataset(Dataset):
         raise NotImplementedError
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask, _ = self.sample(i)
+        return image, mask
+
+    def sample(
+        self, i: int, extra: dict[str, np.ndarray] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Item ``i`` with extra per-pixel arrays moved by the same augmentation as its mask.
+
+        Args:
+            i: the item.
+            extra: name -> ``H x W (x C)`` array of the image's size (e.g. a teacher's logits), each
+                cropped, padded (with 0) and flipped exactly as the label map; the transform must know
+                the names as mask targets (``transform.add_targets({name: "mask"})``).
+
+        Returns:
+            ``(image 3 x H x W float32, label map H x W int64, {name: transformed array as a tensor})``.
+        """
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for a dataset of {len(self)} images")
         i = i % len(self)
@@ -91,10 +108,13 @@ class SegDataset(Dataset):
                 f"{self.ids[i]}: mask is {mask.shape[0]}x{mask.shape[1]} but the image is "
                 f"{image.shape[0]}x{image.shape[1]}"
             )
+        extra = dict(extra or {})
         if self.transform is not None:
-            out: dict[str, Any] = self.transform(image=image, mask=np.ascontiguousarray(mask))
+            out: dict[str, Any] = self.transform(image=image, mask=np.ascontiguousarray(mask), **extra)
             image, mask = out["image"], out["mask"]
-        return torch.from_numpy(normalize(image)), torch.from_numpy(np.asarray(mask).astype(np.int64))
+            extra = {k: out[k] for k in extra}
+        arrays = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in extra.items()}
+        return torch.from_numpy(normalize(image)), torch.from_numpy(np.asarray(mask).astype(np.int64)), arrays
 
 
 def check_items(dataset: SegDataset) -> list[tuple[int, int]]:

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from steelkd.config import Config
 from steelkd.data import EqualSizeBatchSampler, SegDataset, build_datasets
 from steelkd.data.dataset import check_items
+from steelkd.engine.logit_cache import CachedTeacherDataset, LogitCache
 
 __all__ = ["EpochSeededDataset", "EpochSeededSampler", "SegDataModule"]
 
@@ -123,6 +124,10 @@ class SegDataModule(L.LightningDataModule):
             )
         cfg.data.class_names = list(self.train_ds.class_names)
         self.val_sizes = check_items(self.val_ds)
+
+    def use_teacher_cache(self, cache: LogitCache) -> None:
+        """Bring the cached teacher logits with every training item (``distill.logit_cache``)."""
+        self.train_ds = CachedTeacherDataset(self.train_ds, cache)  # type: ignore[assignment]
 
     def _common(self) -> dict[str, Any]:
         workers = self.cfg.data.num_workers

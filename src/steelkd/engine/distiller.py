@@ -1,4 +1,4 @@
-"""LightningModule that distils a frozen teacher into a student: ``L = L_wCE + λ·L_KD``."""
+"""LightningModule that distils a frozen teacher into a student: ``L = L_wCE + λ·L_KD``; the live teacher."""
 
 from __future__ import annotations
 
@@ -10,26 +10,44 @@ from torch import Tensor, nn
 from steelkd.engine.segmenter import SegmenterModule
 
 
+class LiveTeacher(nn.Module):
+    """The teacher network run on each batch's images, frozen, in eval mode, without autograd.
+
+    Under ``torch.no_grad`` its outputs are ordinary tensors the loss can use directly (no copies); under a
+    bf16 run it runs in bf16 like the student (Lightning's autocast covers the training step).
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net.requires_grad_(False)
+        self.eval()
+
+    def forward(self, batch: Any) -> dict[str, Any]:
+        with torch.no_grad():
+            return self.net(batch[0], return_features=True)
+
+
 class DistillerModule(SegmenterModule):
     """Train a student against a frozen teacher with one distillation loss object.
 
-    The teacher is handed in (loading it is the caller's job, see :func:`steelkd.engine.fit`), frozen
-    (``requires_grad=False``), kept in eval mode even while the module trains (its BatchNorm statistics
-    never move) and run under ``torch.inference_mode``. ``distill_loss`` maps the student's and the
-    teacher's ``return_features=True`` outputs to ``λ·L_KD`` (see :mod:`steelkd.losses.distill`); its
-    parameters (1x1 adapters, if any) are trained with the student's. Only the student and the loss's
-    parameters reach the optimizer and the checkpoint.
+    The teacher is handed in as a *source* of teacher outputs for a batch: :class:`LiveTeacher` (the
+    network run on the batch's images) or :class:`steelkd.engine.logit_cache.CachedTeacher` (the logits the
+    batch brings from the teacher-logit cache); loading it is the caller's job (see
+    :func:`steelkd.engine.fit`). ``distill_loss`` maps the student's and the teacher's
+    ``return_features=True`` outputs to ``λ·L_KD`` (see :mod:`steelkd.losses.distill`); its parameters
+    (1x1 adapters, if any) are trained with the student's. Only the student and the loss's parameters reach
+    the optimizer and the checkpoint.
 
     Args:
         cfg: the run's config as a plain dict, with a ``distill`` section.
-        teacher: the trained teacher network.
+        teacher: the source of teacher outputs, called as ``teacher(batch)``.
         distill_loss: e.g. ``steelkd.losses.build_distill_loss(cfg.distill, ...)``.
         steps_per_epoch: optimizer steps per epoch, for the cosine schedule.
         model: the student network (default: built from ``cfg["model"]``).
 
     Example:
         >>> kd = build_distill_loss(cfg.distill, s.decoder_channels, t.decoder_channels)  # doctest: +SKIP
-        >>> module = DistillerModule(cfg.to_dict(), t, kd, model=s)  # doctest: +SKIP
+        >>> module = DistillerModule(cfg.to_dict(), LiveTeacher(t), kd, model=s)  # doctest: +SKIP
     """
 
     def __init__(
@@ -41,7 +59,7 @@ class DistillerModule(SegmenterModule):
         model: nn.Module | None = None,
     ) -> None:
         super().__init__(cfg, steps_per_epoch, model=model)
-        self.teacher = teacher.eval().requires_grad_(False)
+        self.teacher = teacher
         self.distill_loss = distill_loss
 
     def train(self, mode: bool = True) -> DistillerModule:
@@ -50,12 +68,9 @@ class DistillerModule(SegmenterModule):
         self.teacher.eval()
         return self
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
-        with torch.inference_mode():
-            t_out = self.teacher(x, return_features=True)
-        # Inference tensors cannot be saved for backward: clone them into ordinary (constant) tensors.
-        t_out = {k: ([f.clone() for f in v] if isinstance(v, list) else v.clone()) for k, v in t_out.items()}
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        x, y = batch[0], batch[1]
+        t_out = self.teacher(batch)
         s_out = self.model(x, return_features=True)
         loss_ce = self.supervised_loss(s_out["logits"], y)
         loss_kd = self.distill_loss(s_out, t_out)

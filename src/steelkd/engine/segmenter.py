@@ -65,8 +65,8 @@ class SegmenterModule(L.LightningModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.cfg.train.channels_last:
-            x, y = batch
-            return x.contiguous(memory_format=torch.channels_last), y
+            x, *rest = batch  # (x, y), or (x, y, teacher logits) from the teacher-logit cache
+            return (x.contiguous(memory_format=torch.channels_last), *rest)
         return batch
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

@@ -28,13 +28,14 @@ from steelkd.config import Config, save_config
 from steelkd.data import class_pixel_counts
 from steelkd.engine.callbacks import reliability_callbacks
 from steelkd.engine.datamodule import SegDataModule
-from steelkd.engine.distiller import DistillerModule
+from steelkd.engine.distiller import DistillerModule, LiveTeacher
+from steelkd.engine.logit_cache import CachedTeacher, open_or_build
 from steelkd.engine.segmenter import SegmenterModule, build_model
 from steelkd.io import atomic_write_text
 from steelkd.losses import build_distill_loss, class_weights
 from steelkd.models import load_model, make_card, save_model
 from steelkd.models.weights import load_weights_only
-from steelkd.runtime import autocast_dtype, cpu_has_bf16
+from steelkd.runtime import autocast_dtype, cpu_has_bf16, resolve_device
 
 log = logging.getLogger("steelkd.engine")
 
@@ -128,23 +129,49 @@ def load_teacher(path: str | Path, class_names: list[str]) -> torch.nn.Module:
     return teacher
 
 
-def build_module(cfg: Config, steps_per_epoch: int) -> SegmenterModule:
+def build_module(
+    cfg: Config, steps_per_epoch: int, data: SegDataModule | None = None, model: torch.nn.Module | None = None
+) -> SegmenterModule:
     """The LightningModule of ``cfg``: a segmenter, or a distiller when ``cfg.distill`` is set.
 
-    The student is built first and the teacher loaded after it, so the student's random initialisation
-    depends only on the seed.
+    The student (``model``, default built from ``cfg``) is built first and the teacher loaded after it, so
+    the student's random initialisation depends only on the seed. With ``distill.logit_cache`` the teacher
+    runs once over ``data``'s training images (:func:`steelkd.engine.logit_cache.open_or_build`), ``data``'s
+    training set is wrapped to bring the cached logits with each batch, and the teacher network is dropped.
 
     Raises:
-        ValueError: distillation without ``distill.teacher``, or a teacher of other classes.
+        ValueError: distillation without ``distill.teacher``, or a teacher of other classes; a logit cache
+            without ``data``.
     """
-    model = build_model(cfg)
+    model = model if model is not None else build_model(cfg)
     if cfg.distill is None:
         return SegmenterModule(cfg.to_dict(), steps_per_epoch, model=model)
     if not cfg.distill.teacher:
         raise ValueError("distillation needs distill.teacher: the path of a trained teacher model")
-    teacher = load_teacher(cfg.distill.teacher, cfg.data.class_names)
-    loss = build_distill_loss(cfg.distill, model.decoder_channels, teacher.decoder_channels)
+    net = load_teacher(cfg.distill.teacher, cfg.data.class_names)
+    loss = build_distill_loss(cfg.distill, model.decoder_channels, net.decoder_channels)
+    teacher: torch.nn.Module = LiveTeacher(net)
+    if cfg.distill.logit_cache:
+        if data is None:
+            raise ValueError("distill.logit_cache: build_module needs the run's data module")
+        teacher = CachedTeacher()
+        cache = open_or_build(
+            net, data.train_ds, logit_cache_dir(cfg), device=_cache_device(cfg), precision=cfg.train.precision
+        )
+        data.use_teacher_cache(cache)
     return DistillerModule(cfg.to_dict(), teacher, loss, steps_per_epoch, model=model)
+
+
+def logit_cache_dir(cfg: Config) -> Path:
+    """A run's teacher-logit cache folder: ``distill.logit_cache``; ``auto``: ``<out_dir>/teacher_logits``."""
+    assert cfg.distill is not None
+    where = cfg.distill.logit_cache
+    return Path(cfg.train.out_dir) / "teacher_logits" if where == "auto" else Path(where)
+
+
+def _cache_device(cfg: Config) -> torch.device:
+    accel = cfg.train.accelerator
+    return resolve_device("auto" if accel in ("auto", "gpu", "cuda") else "cpu")
 
 
 def _loggers(out: Path) -> list[Logger]:
@@ -240,8 +267,9 @@ def fit(
     out = Path(cfg.train.out_dir)
     data = SegDataModule(cfg)
     cfg.train.class_weights = resolve_class_weights(cfg, data.train_ds)
-    module = build_module(cfg, _steps_per_epoch(cfg, len(data.train_dataloader())))
-    cfg.train.precision = resolve_precision(cfg, module.model)
+    student = build_model(cfg)
+    cfg.train.precision = resolve_precision(cfg, student)
+    module = build_module(cfg, _steps_per_epoch(cfg, len(data.train_dataloader())), data, model=student)
     trainer, ckpt_cb = build_trainer(cfg, out, progress=progress, callbacks=callbacks)
     if trainer.is_global_zero:
         save_config(cfg, out / "config.yaml")

@@ -76,11 +76,20 @@ class RoleSpec:
 
 @dataclass
 class ExperimentSpec:
-    """One distillation experiment: ``teacher`` and ``student`` are role names from ``models``."""
+    """One distillation experiment: ``teacher`` and ``student`` are role names from ``models``.
+
+    Args:
+        name: the experiment's name (its rows in the report).
+        teacher / student: role names from ``models``.
+        distill: overrides of the ``distill`` section for this experiment's distilled runs, e.g.
+            ``{logit_cache: auto}`` or ``{where: features}``; two experiments may share a teacher and a
+            student and differ only here (the baselines are then trained once).
+    """
 
     name: str
     teacher: str
     student: str
+    distill: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -227,6 +236,10 @@ def _parse_experiments(exps_raw: Any, models: dict[str, RoleSpec]) -> list[Exper
                 )
         if spec.teacher == spec.student:
             raise ConfigError(f"experiments[{i}]: teacher and student are the same role {spec.teacher!r}")
+        if "teacher" in spec.distill:
+            raise ConfigError(
+                f"experiments[{i}].distill.teacher: the teacher is the experiment's teacher role"
+            )
         exps.append(spec)
     names = [e.name for e in exps]
     for i, name in enumerate(names):
@@ -303,11 +316,17 @@ def load_experiment_config(path: str | Path, overrides: Sequence[str] = ()) -> E
 
 
 def run_config(
-    cfg: ExperimentConfig, role: str, *, seed: int, teacher_dir: str | Path | None = None
+    cfg: ExperimentConfig,
+    role: str,
+    *,
+    seed: int,
+    teacher_dir: str | Path | None = None,
+    distill: dict[str, Any] | None = None,
 ) -> Config:
     """The full run config of ``role`` trained with ``seed`` (distilled from ``teacher_dir`` if given).
 
-    Base ``data``/``train`` sections, then the role's overrides; ``train.seed = seed``.
+    Base ``data``/``train`` sections, then the role's overrides; ``train.seed = seed``; a distilled run's
+    ``distill`` section is the base one with the experiment's overrides (``distill``) on top.
     """
     spec = cfg.models[role]
     d: dict[str, Any] = {
@@ -318,7 +337,7 @@ def run_config(
         "distill": None,
     }
     if teacher_dir is not None:
-        d["distill"] = {**asdict(cfg.distill), "teacher": str(teacher_dir)}
+        d["distill"] = {**asdict(cfg.distill), **(distill or {}), "teacher": str(teacher_dir)}
     try:
         return config_from_dict(d)
     except ConfigError as exc:

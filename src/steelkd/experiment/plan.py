@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from steelkd.config import Config
-from steelkd.experiment.config import ExperimentConfig, run_config
+from steelkd.experiment.config import ExperimentConfig, ExperimentSpec, run_config
 
-__all__ = ["HASH_EXCLUDE", "RunSpec", "config_hash", "plan_experiment"]
+__all__ = ["HASH_EXCLUDE", "HASH_OMIT_DEFAULT", "RunSpec", "config_hash", "plan_experiment"]
 
 
 #: Config fields left out of the content hash: they change where or how fast a run goes, not what it learns.
@@ -35,6 +35,10 @@ HASH_EXCLUDE: tuple[str, ...] = (
     "data.cache_images",
     "train.channels_last",
 )
+
+#: Fields added after run directories existed: left out of the hash while they hold their default (``""``),
+#: so adding an optional feature does not retrain every run made before it.
+HASH_OMIT_DEFAULT: tuple[str, ...] = ("distill.logit_cache",)
 
 
 def config_hash(run_cfg: Config, teacher_hash: str | None = None) -> str:
@@ -51,12 +55,13 @@ def config_hash(run_cfg: Config, teacher_hash: str | None = None) -> str:
         False
     """
     d = run_cfg.to_dict()
-    for key in HASH_EXCLUDE:
+    for key in (*HASH_EXCLUDE, *HASH_OMIT_DEFAULT):
         node = d
         *parents, last = key.split(".")
         for p in parents:
             node = node.get(p) or {}
-        node.pop(last, None)
+        if key in HASH_EXCLUDE or node.get(last) == "":
+            node.pop(last, None)
     if d.get("distill") is not None:
         d["distill"]["teacher"] = f"run:{teacher_hash}" if teacher_hash else d["distill"]["teacher"]
     blob = json.dumps(d, sort_keys=True, default=str).encode()
@@ -77,8 +82,8 @@ class RunSpec:
         dir: the run directory ``OUT/runs/<key>-<hash>``.
         teacher: the teacher run (distillation runs only).
         status: ``reuse`` (model exists), ``resume`` (last checkpoint exists) or ``train``.
-        aliases: every (role, ``plain``/``kd``, seed, teacher role) this run stands for: identical configs
-            (e.g. a teacher and the same role's first-seed baseline) are one run.
+        aliases: every (role, ``plain``/``kd``, seed, experiment name or None) this run stands for: identical
+            configs (e.g. a teacher and the same role's first-seed baseline) are one run.
     """
 
     key: str
@@ -126,11 +131,14 @@ def plan_experiment(cfg: ExperimentConfig, out_dir: str | Path) -> list[RunSpec]
     order: list[RunSpec] = []
 
     def add(
-        key: str, role: str, use: str, seed: int, teacher: RunSpec | None, teacher_role: str | None = None
+        key: str, role: str, use: str, seed: int, teacher: RunSpec | None, exp: ExperimentSpec | None = None
     ) -> RunSpec:
-        run_cfg = run_config(cfg, role, seed=seed, teacher_dir=teacher.model_dir if teacher else None)
+        teacher_dir = teacher.model_dir if teacher else None
+        run_cfg = run_config(
+            cfg, role, seed=seed, teacher_dir=teacher_dir, distill=exp.distill if exp else None
+        )
         digest = config_hash(run_cfg, teacher.hash if teacher else None)
-        alias = (role, "kd" if teacher else "plain", seed, teacher_role)
+        alias = (role, "kd" if teacher else "plain", seed, exp.name if exp else None)
         if digest in by_hash:
             spec = by_hash[digest]
             if use not in spec.uses:
@@ -154,5 +162,5 @@ def plan_experiment(cfg: ExperimentConfig, out_dir: str | Path) -> list[RunSpec]
             add(e.student, e.student, "baseline", s, None)
     for e in cfg.experiments:
         for s in cfg.seeds:
-            add(f"{e.student}-kd-{e.teacher}", e.student, "distilled", s, teachers[e.teacher], e.teacher)
+            add(f"{e.student}-kd-{e.teacher}", e.student, "distilled", s, teachers[e.teacher], e)
     return order

@@ -67,7 +67,7 @@ def experiment_views(cfg: ExperimentConfig, records: list[RunRecord]) -> list[Ex
     for e in cfg.experiments:
         teacher = by_key[(e.teacher, "plain", cfg.seeds[0], None)]
         base = [by_key[(e.student, "plain", s, None)] for s in cfg.seeds]
-        dist = [by_key[(e.student, "kd", s, e.teacher)] for s in cfg.seeds]
+        dist = [by_key[(e.student, "kd", s, e.name)] for s in cfg.seeds]
         views.append(ExperimentView(e, teacher, base, dist))
     return views
 
