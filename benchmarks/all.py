@@ -55,10 +55,14 @@ NOTES: dict[str, str] = {
     ),
     "distill_step_vs_student_step": (
         "Every distillation step runs the teacher's forward pass (nano+GC+FF: its training step costs "
-        "~4.5x the student's in the table below); the teacher-logit cache that removes it from the step "
-        "is not built yet."
+        "~4.5x the student's in the table below); the teacher-logit cache (distill.logit_cache) removes "
+        "it from the step at a measured cost in accuracy (docs/speed.md)."
     ),
-    "distill_cached_step_vs_student_step": "The teacher-logit cache is not built yet.",
+    "distill_cached_step_vs_student_step": (
+        "The cached step is the student step plus the CWD loss on logits the batch brings; what is left "
+        "above 1.0 is the loss and measurement noise (the loader's upsampling and cropping of the cached "
+        "map runs in its worker processes, outside the step; see docs/speed.md)."
+    ),
     **{
         key: (
             "numpy-bound; the figure varies by about +-20% between runs on a shared 2-core machine (7 "
