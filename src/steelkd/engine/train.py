@@ -86,7 +86,7 @@ def resolve_precision(cfg: Config, model: torch.nn.Module, repeats: int = 3) -> 
     """
     if str(cfg.train.precision) != "auto":
         return str(cfg.train.precision)
-    if cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+    if train_device(cfg).type == "cuda":
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     if not cpu_has_bf16():
         return "32"
@@ -150,16 +150,15 @@ def build_module(
         raise ValueError("distillation needs distill.teacher: the path of a trained teacher model")
     net = load_teacher(cfg.distill.teacher, cfg.data.class_names)
     loss = build_distill_loss(cfg.distill, model.decoder_channels, net.decoder_channels)
-    teacher: torch.nn.Module = LiveTeacher(net)
-    if cfg.distill.logit_cache:
-        if data is None:
-            raise ValueError("distill.logit_cache: build_module needs the run's data module")
-        teacher = CachedTeacher()
-        cache = open_or_build(
-            net, data.train_ds, logit_cache_dir(cfg), device=_cache_device(cfg), precision=cfg.train.precision
-        )
-        data.use_teacher_cache(cache)
-    return DistillerModule(cfg.to_dict(), teacher, loss, steps_per_epoch, model=model)
+    if not cfg.distill.logit_cache:
+        return DistillerModule(cfg.to_dict(), LiveTeacher(net), loss, steps_per_epoch, model=model)
+    if data is None:
+        raise ValueError("distill.logit_cache: build_module needs the run's data module")
+    cache = open_or_build(
+        net, data.train_ds, logit_cache_dir(cfg), device=train_device(cfg), precision=cfg.train.precision
+    )
+    data.use_teacher_cache(cache)
+    return DistillerModule(cfg.to_dict(), CachedTeacher(), loss, steps_per_epoch, model=model)
 
 
 def logit_cache_dir(cfg: Config) -> Path:
@@ -169,7 +168,9 @@ def logit_cache_dir(cfg: Config) -> Path:
     return Path(cfg.train.out_dir) / "teacher_logits" if where == "auto" else Path(where)
 
 
-def _cache_device(cfg: Config) -> torch.device:
+def train_device(cfg: Config) -> torch.device:
+    """The device a run trains on: CUDA when ``train.accelerator`` allows it (auto, gpu, cuda) and a GPU is
+    there, else the CPU. Precision ``auto`` and the teacher-logit cache's one teacher pass follow it."""
     accel = cfg.train.accelerator
     return resolve_device("auto" if accel in ("auto", "gpu", "cuda") else "cpu")
 
