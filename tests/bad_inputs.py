@@ -175,6 +175,14 @@ def _train_argv(tmp: Path, cfg: dict | str) -> list[str]:
     return ["train", "--config", str(path)]
 
 
+def _predict_argv(tmp: Path, model: Path) -> list[str]:
+    """``steelkd predict`` of ``model`` on one small image written to ``tmp/in``."""
+    from deploy_helpers import write_images
+
+    write_images(tmp / "in", 1, seed=0, h=32, w=64)
+    return ["predict", "-m", str(model), "-i", str(tmp / "in"), "-o", str(tmp / "out"), "--no-progress"]
+
+
 def _folder_file(
     rel: str, data: bytes | Callable[[Path], bytes], expect: str | None = None, **cfg: object
 ) -> Builder:
@@ -232,8 +240,6 @@ def _card(edit: Callable[[dict], object] | str, expect: str) -> Builder:
     """``steelkd predict`` with a copy of the tiny model whose ``model.json`` is edited (or replaced)."""
 
     def build(tmp: Path) -> tuple[list[str], str]:
-        from deploy_helpers import write_images
-
         model = tmp / "model"
         (model / "model.safetensors").parent.mkdir(parents=True, exist_ok=True)
         src = Path(CARD_MODEL[0])
@@ -245,17 +251,7 @@ def _card(edit: Callable[[dict], object] | str, expect: str) -> Builder:
             new = edit(card)
             text = json.dumps(card if new is None else new)
         (model / "model.json").write_text(text)
-        write_images(tmp / "in", 1, seed=0, h=32, w=64)
-        return [
-            "predict",
-            "-m",
-            str(model),
-            "-i",
-            str(tmp / "in"),
-            "-o",
-            str(tmp / "out"),
-            "--no-progress",
-        ], expect
+        return _predict_argv(tmp, model), expect
 
     return build
 
@@ -577,8 +573,6 @@ def _model_file(name: str, data: bytes | Callable[[Path], bytes], expect: str) -
     """``steelkd predict`` with the model file ``name`` holding ``data`` (``dir/file``: a folder's file)."""
 
     def build(tmp: Path) -> tuple[list[str], str]:
-        from deploy_helpers import write_images
-
         src = Path(CARD_MODEL[0])
         if "/" in name:
             folder = tmp / name.split("/")[0]
@@ -589,17 +583,7 @@ def _model_file(name: str, data: bytes | Callable[[Path], bytes], expect: str) -
         else:
             target = model = tmp / name
         target.write_bytes(data(src) if callable(data) else data)
-        write_images(tmp / "in", 1, seed=0, h=32, w=64)
-        return [
-            "predict",
-            "-m",
-            str(model),
-            "-i",
-            str(tmp / "in"),
-            "-o",
-            str(tmp / "out"),
-            "--no-progress",
-        ], expect
+        return _predict_argv(tmp, model), expect
 
     return build
 
