@@ -9,7 +9,10 @@ For each precision it measures, in one run and at the same batch and crop:
   and is not in the step);
 - the share of the distillation step spent in the CWD loss (its forward and backward on the logits);
 - peak memory: resident set size of a fresh process per configuration on CPU, or
-  ``torch.cuda.max_memory_allocated`` on a GPU.
+  ``torch.cuda.max_memory_allocated`` on a GPU;
+- with a ``+compile`` suffix on a precision (``fp32-cl+compile``), the same steps with the student's forward
+  compiled by ``torch.compile`` (inductor, as ``train.compile`` does), and the seconds the first, compiling
+  step took: whether compilation pays on this machine, and after how many steps.
 
 Every configuration runs in its own child process, so peak memory is not inherited from the one before.
 
@@ -39,9 +42,12 @@ from steelkd.models import create_model
 from steelkd.runtime import autocast_dtype, device_name, resolve_device
 
 
-def _timed(fn: Any, repeats: int, warmup: int, device: torch.device) -> float:
-    for _ in range(warmup):
+def _timed(fn: Any, repeats: int, warmup: int, device: torch.device, first: list[float] | None = None) -> float:
+    for i in range(warmup):
+        t = time.perf_counter()
         fn()
+        if i == 0 and first is not None:
+            first.append(time.perf_counter() - t)
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
@@ -57,8 +63,9 @@ def _timed(fn: Any, repeats: int, warmup: int, device: torch.device) -> float:
 def _child(job: dict[str, Any], queue: Any) -> None:
     torch.manual_seed(0)
     device = resolve_device(job["device"])
-    dtype = autocast_dtype(job["precision"].removesuffix("-cl"))
-    fmt = torch.channels_last if job["precision"].endswith("-cl") else torch.contiguous_format
+    prec, compiled = job["precision"].removesuffix("+compile"), job["precision"].endswith("+compile")
+    dtype = autocast_dtype(prec.removesuffix("-cl"))
+    fmt = torch.channels_last if prec.endswith("-cl") else torch.contiguous_format
     n, (h, w), classes = job["batch"], job["crop"], job["classes"]
     x = torch.randn(n, 3, h, w, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, classes, (n, h, w), device=device)
@@ -69,8 +76,11 @@ def _child(job: dict[str, Any], queue: Any) -> None:
         return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
     student = create_model(job["student"], num_classes=classes).to(device, memory_format=fmt).train()
+    if compiled:
+        student.compile()  # in place: the state dict keeps its keys (what train.compile does)
     opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
     out: dict[str, Any] = {}
+    first: list[float] = []
     if job["kind"] == "cwd":
         s_logits = torch.randn(n, classes, h, w, device=device, requires_grad=True)
         t_logits = torch.randn(n, classes, h, w, device=device)
@@ -96,7 +106,7 @@ def _child(job: dict[str, Any], queue: Any) -> None:
             loss.backward()
             opt.step()
 
-        out["seconds"] = _timed(kd_step, job["repeats"], job["warmup"], device)
+        out["seconds"] = _timed(kd_step, job["repeats"], job["warmup"], device, first)
     else:
         model = (
             student
@@ -114,7 +124,8 @@ def _child(job: dict[str, Any], queue: Any) -> None:
             loss.backward()
             mopt.step()
 
-        out["seconds"] = _timed(sup_step, job["repeats"], job["warmup"], device)
+        out["seconds"] = _timed(sup_step, job["repeats"], job["warmup"], device, first)
+    out["first_seconds"] = first[0] if first else None
     if device.type == "cuda":
         out["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -142,7 +153,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument(
-        "--precisions", default="fp32,bf16", help="comma-separated; a -cl suffix adds channels-last memory"
+        "--precisions",
+        default="fp32,bf16",
+        help="comma-separated; a -cl suffix adds channels-last memory, +compile compiles the student",
     )
     ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     ap.add_argument("--json", default="", help="also write the results as JSON here")
@@ -168,6 +181,16 @@ def main() -> None:
             "precision": prec,
             "device": args.device,
         }
+        if prec.endswith("+compile"):  # the student is compiled: its own steps (the teacher's are as above)
+            res = {kind: run({**base, "kind": kind}) for kind in ("student", "distill_cached")}
+            for kind, r in res.items():
+                print(f"| {prec} | {kind} | {args.batch / r['seconds']:.2f} | {r['seconds']:.3f} | "
+                      f"{r['peak_mb']:.0f} (first step {r['first_seconds']:.1f} s) |")  # fmt: skip
+            cached = res["distill_cached"]["seconds"] / res["student"]["seconds"]
+            results.append({"precision": prec, **{k: v["seconds"] for k, v in res.items()},
+                            "compile_first_seconds": res["student"]["first_seconds"],
+                            "distill_cached_step_vs_student_step": cached})  # fmt: skip
+            continue
         kinds = ("teacher", "student", "distill", "distill_cached", "cwd")
         res = {kind: run({**base, "kind": kind}) for kind in kinds}
         for kind in kinds[:-1]:

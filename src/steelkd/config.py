@@ -51,7 +51,13 @@ class DataConfig:
             ``annotations/``.
         defect_only: Severstal only: keep only images with at least one defect (the paper's choice).
         test_fraction: Severstal and flat folders: share of images in the test split.
+        val_fraction: share of the training images held out as the validation split (seeded by ``seed``,
+            stratified by the classes each image contains; never the test split). Checkpoint selection,
+            early stopping and every recipe choice use it; the test split is scored once per final model.
+            ``0``: no validation split, the test split validates (biased; quick checks only).
         crop: training random-crop size ``[height, width]``; empty list: no crop (full image).
+        scale_jitter: ``[low, high]`` random rescale of each training image by a factor drawn in that range
+            before the crop (e.g. ``[0.75, 1.25]``); empty list: off.
         hflip, vflip, brightness_contrast: probabilities of those augmentations in training.
         batch_size: images per batch per device.
         num_workers: DataLoader worker processes.
@@ -71,7 +77,9 @@ class DataConfig:
     val_split: str = "test"
     defect_only: bool = True
     test_fraction: float = 0.2
+    val_fraction: float = 0.1
     crop: list[int] = field(default_factory=lambda: [256, 512])
+    scale_jitter: list[float] = field(default_factory=list)
     hflip: float = 0.5
     vflip: float = 0.5
     brightness_contrast: float = 0.5
@@ -120,11 +128,17 @@ class TrainConfig:
         warmup_steps: linear warm-up steps for the cosine schedule.
         class_weights: weighted CE: ``"median_freq"`` (default), ``"inverse"``, ``"none"`` or a list.
         dice_weight: weight of an optional Dice loss added to the CE (0 = off).
+        ema_decay: keep an exponential moving average of the weights with this decay per step (e.g.
+            ``0.999``; 0 = off); validation, the best checkpoint and the exported model use the average.
+        early_stop_patience: stop after this many validations without a better validation mDice (0 = off).
         precision: Lightning precision: ``"32"``, ``"bf16-mixed"``, ``"16-mixed"``, or ``"auto"``: bf16 only
             where it is measured faster on this machine (see :func:`steelkd.engine.train.resolve_precision`).
         accelerator / devices / num_nodes / strategy: passed to ``lightning.Trainer``.
         channels_last: train (and run the teacher) in channels-last memory format, which oneDNN and cuDNN
             convolutions prefer; a speed setting (see ``benchmarks/train.py``).
+        compile: compile the student's forward with ``torch.compile`` (inductor) when training starts; the
+            state dict and checkpoints are unchanged. Off by default: on the 2-core CPUs measured it costs a
+            minute of compilation and makes the step slower, not faster (docs/speed.md); try it on a GPU.
         seed: global seed (``lightning.seed_everything``).
         deterministic: ask torch for deterministic algorithms.
         val_every: validate every N epochs.
@@ -142,12 +156,15 @@ class TrainConfig:
     warmup_steps: int = 0
     class_weights: Any = "median_freq"
     dice_weight: float = 0.0
+    ema_decay: float = 0.0
+    early_stop_patience: int = 0
     precision: str = "32"
     accelerator: str = "auto"
     devices: Any = 1
     num_nodes: int = 1
     strategy: str = "auto"
     channels_last: bool = False
+    compile: bool = False
     seed: int = 0
     deterministic: bool = False
     val_every: int = 1
@@ -159,13 +176,18 @@ class TrainConfig:
 
 @dataclass
 class DistillConfig:
-    """Channel-wise distillation settings.
+    """Distillation settings: the teacher, the method and its weights.
 
     Args:
         teacher: path to the trained teacher (exported model directory, ``.safetensors`` or ``.ckpt``).
-        tau: CWD temperature (the paper: 1.0).
-        loss_weight: λ in L = L_wCE + λ·L_CWD.
-        variant: ``"standard"`` (CWD on raw logits, Shu et al.) or ``"paper_eq5"`` (class softmax first).
+        method: the distillation loss on the logits: ``"cwd"`` (channel-wise divergence, the paper),
+            ``"kd"`` (Hinton et al.: KL over classes per pixel, times τ²) or ``"dist"`` (Huang et al. 2022:
+            inter- and intra-class Pearson correlation of the class probabilities).
+        tau: temperature (the paper's CWD: 1.0).
+        loss_weight: λ in L = L_sup + λ·L_KD.
+        inter_weight / intra_weight: ``method="dist"`` only: β (inter-class) and γ (intra-class) terms.
+        variant: ``method="cwd"`` only: ``"standard"`` (CWD on raw logits, Shu et al.) or ``"paper_eq5"``
+            (class softmax first).
         where: ``"logits"`` (final full-resolution logits, the paper), ``"logits_low"`` (1/4-resolution
             logits before upsampling) or ``"features"`` (decoder features through 1x1 adapters, plus the
             logits).
@@ -180,8 +202,11 @@ class DistillConfig:
     """
 
     teacher: str = ""
+    method: str = "cwd"
     tau: float = 1.0
     loss_weight: float = 1.0
+    inter_weight: float = 1.0
+    intra_weight: float = 1.0
     variant: str = "standard"
     where: str = "logits"
     feature_weight: float = 1.0
@@ -316,6 +341,8 @@ def config_from_dict(data: dict[str, Any]) -> Config:
             raise ConfigError(
                 f"distill.where: expected logits, logits_low or features, got {cfg.distill.where!r}"
             )
+        if cfg.distill.method not in ("cwd", "kd", "dist"):
+            raise ConfigError(f"distill.method: expected cwd, kd or dist, got {cfg.distill.method!r}")
         if cfg.distill.variant not in ("standard", "paper_eq5"):
             raise ConfigError(f"distill.variant: expected standard or paper_eq5, got {cfg.distill.variant!r}")
         if cfg.distill.logit_cache and cfg.distill.where != "logits":
@@ -331,6 +358,7 @@ _RANGES: tuple[tuple[str, str, float, float], ...] = (
     ("data", "batch_size", 1, math.inf),
     ("data", "num_workers", 0, math.inf),
     ("data", "test_fraction", 0, 1),
+    ("data", "val_fraction", 0, 0.9),
     ("data", "hflip", 0, 1),
     ("data", "vflip", 0, 1),
     ("data", "brightness_contrast", 0, 1),
@@ -343,6 +371,8 @@ _RANGES: tuple[tuple[str, str, float, float], ...] = (
     ("train", "weight_decay", 0, math.inf),
     ("train", "warmup_steps", 0, math.inf),
     ("train", "dice_weight", 0, math.inf),
+    ("train", "ema_decay", 0, 0.999999),
+    ("train", "early_stop_patience", 0, math.inf),
     ("train", "num_nodes", 1, math.inf),
     ("train", "val_every", 1, math.inf),
     ("train", "log_every", 1, math.inf),
@@ -358,6 +388,9 @@ def _check_ranges(cfg: Config) -> None:
             raise ConfigError(f"{section}.{name}: expected a number {span}, got {value!r}")
     if cfg.data.test_fraction in (0, 1):
         raise ConfigError(f"data.test_fraction: expected a number in (0, 1), got {cfg.data.test_fraction}")
+    jitter = cfg.data.scale_jitter
+    if jitter and (len(jitter) != 2 or not 0 < jitter[0] <= jitter[1]):
+        raise ConfigError(f"data.scale_jitter: expected [] or [low, high] with 0 < low <= high, got {jitter!r}")
     crop = cfg.data.crop
     if crop and (len(crop) != 2 or min(crop) < 1):
         raise ConfigError(f"data.crop: expected [] or [height, width] of positive integers, got {crop!r}")

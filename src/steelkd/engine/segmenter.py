@@ -58,10 +58,12 @@ class SegmenterModule(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
-    # -- memory format (train.channels_last) ------------------------------------------------------------
+    # -- memory format (train.channels_last) and compilation (train.compile) ----------------------------
     def on_fit_start(self) -> None:
         if self.cfg.train.channels_last:
             self.to(memory_format=torch.channels_last)  # the student, and a distiller's teacher
+        if self.cfg.train.compile:
+            self.model.compile()  # in place: the student only; its state dict keeps its keys
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.cfg.train.channels_last:

@@ -34,6 +34,7 @@ HASH_EXCLUDE: tuple[str, ...] = (
     "train.log_every",
     "data.cache_images",
     "train.channels_last",
+    "train.compile",
 )
 
 #: Fields added after run directories existed: left out of the hash while they hold their default (``""``),
