@@ -77,7 +77,7 @@ def test_training_validates_a_data_set_of_mixed_image_sizes(tmp_path: Path) -> N
     cfg = Config(name="mixed")
     cfg.data.kind, cfg.data.root = "folder", str(root)
     cfg.data.class_names = ["background", "a", "b"]
-    cfg.data.train_split, cfg.data.val_split = "train", "val"
+    cfg.data.train_split, cfg.data.test_split = "train", "val"
     cfg.data.crop, cfg.data.batch_size, cfg.data.num_workers = [48, 64], 4, 0
     cfg.model.name = "resunet_convnext_atto"
     cfg.train.epochs, cfg.train.precision, cfg.train.accelerator = 1, "32", "cpu"

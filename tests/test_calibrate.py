@@ -186,7 +186,7 @@ def test_calibrate_cli_writes_the_card_and_predict_and_evaluate_use_it(
     _folder_data(data, 6, seed=71, split="val")
     sets = [
         "--set",
-        "data.val_split=val",
+        "data.test_split=val",
         "--set",
         "data.train_split=val",
         "--set",

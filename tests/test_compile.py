@@ -1,4 +1,5 @@
-"""train.compile: the student's forward is compiled in place when training starts, the state dict unchanged."""
+"""train.compile: the student's forward is compiled in place when training starts; the state dict is
+unchanged."""
 
 from __future__ import annotations
 
@@ -26,5 +27,6 @@ def test_compile_is_in_place_and_keeps_the_state_dict() -> None:
     assert compiled.model._compiled_call_impl is not None
     assert list(compiled.state_dict()) == list(eager.state_dict())  # no _orig_mod. prefix: checkpoints load
     x = torch.randn(1, 3, 32, 32)
+    compiled.model.eval(), eager.model.eval()
     with torch.no_grad():
         torch.testing.assert_close(compiled.model(x), eager.model(x), rtol=1e-4, atol=1e-4)

@@ -116,8 +116,9 @@ def test_brightness_contrast_changes_image_not_mask(tmp_path: Path) -> None:
 
 
 def test_build_datasets_severstal_layout(synth_root: Path) -> None:
-    cfg = DataConfig(kind="severstal", root=str(synth_root), crop=[32, 64])
-    train, val = build_datasets(cfg)
+    cfg = DataConfig(kind="severstal", root=str(synth_root), crop=[32, 64], val_fraction=0)
+    train, val, test = build_datasets(cfg)
+    assert val is test  # val_fraction 0: the test split validates
     assert isinstance(train, SeverstalDataset) and isinstance(val, SeverstalDataset)
     split_file = synth_root / "steelkd_split.json"
     split = json.loads(split_file.read_text())
@@ -138,8 +139,8 @@ def test_build_datasets_severstal_layout(synth_root: Path) -> None:
     # the split file is reused: edit it and the datasets follow
     split["train"], split["test"] = split["train"][1:], split["test"] + split["train"][:1]
     split_file.write_text(json.dumps(split))
-    train2, val2 = build_datasets(cfg)
-    assert train2.ids == split["train"] and val2.ids == split["test"]
+    train2, _, test2 = build_datasets(cfg)
+    assert train2.ids == split["train"] and test2.ids == split["test"]
 
 
 def test_build_datasets_options(synth_root: Path, tmp_path: Path) -> None:
@@ -156,11 +157,12 @@ def test_build_datasets_options(synth_root: Path, tmp_path: Path) -> None:
         brightness_contrast=0,
         seed=7,
     )
-    train, val = build_datasets(cfg)
+    train, val, test = build_datasets(cfg)
     assert (tmp_path / "my_split.json").is_file()
     split = json.loads((tmp_path / "my_split.json").read_text())
     assert len(split["train"]) + len(split["test"]) == 20  # defect-free images take part too
-    assert len(train) == 3 and len(val) == 2 and train.transform is None
+    assert len(train) == 3 and len(val) == 2 and len(test) == 2 and train.transform is None
+    assert not set(val.ids) & set(test.ids)
     assert train[0][0].shape == (3, H, W)
     with pytest.raises(ValueError, match=r"line \d+ \(ImageId \w+\.jpg\): ClassId [34] is outside 1\.\.2"):
         build_datasets(DataConfig(kind="severstal", root=str(synth_root), class_names=["bg", "a", "b"]))
@@ -170,17 +172,17 @@ def test_build_datasets_synth_generates_once(tmp_path: Path) -> None:
     root = tmp_path / "gen"
     generate(root, n=6, seed=3, height=H, width=W)  # already there: must not be regenerated
     before = (root / "train.csv").read_bytes()
-    train, _ = build_datasets(DataConfig(kind="synth", root=str(root), synth_n=50, seed=3, crop=[32, 32]))
+    train = build_datasets(DataConfig(kind="synth", root=str(root), synth_n=50, seed=3, crop=[32, 32])).train
     assert (root / "train.csv").read_bytes() == before
     assert train.read_image(0).shape == (H, W, 3)
     fresh = tmp_path / "fresh"
-    train, _ = build_datasets(DataConfig(kind="synth", root=str(fresh), synth_n=5, seed=0))
+    train = build_datasets(DataConfig(kind="synth", root=str(fresh), synth_n=5, seed=0, val_fraction=0)).train
     assert len(list((fresh / "train_images").iterdir())) == 5
     assert train.read_image(0).shape == (256, 1600, 3)
 
 
 def test_class_pixel_counts_severstal_and_folder(synth_root: Path, tmp_path: Path) -> None:
-    train, _ = build_datasets(DataConfig(kind="severstal", root=str(synth_root)))
+    train = build_datasets(DataConfig(kind="severstal", root=str(synth_root))).train
     brute = sum(np.bincount(train.read_mask(i).ravel(), minlength=5) for i in range(len(train)))
     counts = class_pixel_counts(train)
     assert counts.dtype == np.int64 and counts.shape == (5,)
@@ -239,9 +241,10 @@ def test_folder_mask_value_and_shape_checks(tmp_path: Path) -> None:
 def test_neu_seg_loads_as_it_is() -> None:
     root = require_shared("neu_seg")
     cfg = DataConfig(kind="folder", root=str(root), class_names=list(NEU_SEG_CLASSES), crop=[128, 128])
-    train, val = build_datasets(cfg)
-    assert isinstance(train, FolderDataset)
-    assert len(train) == 3630 and len(val) == 840
+    train, val, test = build_datasets(cfg)
+    assert isinstance(train, FolderDataset) and isinstance(val, FolderDataset)
+    assert len(train) == 3630 - 363 and len(val) == 363 and len(test) == 840
+    val = test
     assert train.ids[0] == Path(train.image_paths[0]).stem == Path(train.mask_paths[0]).stem
     img, mask = val.read_image(0), val.read_mask(0)
     assert img.shape == (200, 200, 3) and img.dtype == np.uint8

@@ -61,8 +61,8 @@ def _assert_same_network_input(ds: SegDataset, indices: list[int]) -> None:
 def test_neu_seg_jpeg_reaches_the_network_identically() -> None:
     root = require_shared("neu_seg")
     cfg = DataConfig(kind="folder", root=str(root), class_names=list(NEU_SEG_CLASSES),
-                     train_split="training", val_split="test")
-    _, val = build_datasets(cfg)
+                     train_split="training", test_split="test")
+    val = build_datasets(cfg).test
     assert Path(val.image_path(0)).suffix.lower() == ".jpg"
     _assert_same_network_input(val, [0, 1, len(val) // 2, len(val) - 1])
 

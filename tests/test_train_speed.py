@@ -19,7 +19,7 @@ from steelkd.experiment.plan import config_hash
 def test_cached_images_are_decoded_once_and_cannot_be_corrupted(tmp_path: Path, monkeypatch) -> None:
     root = generate(tmp_path / "s", n=6, seed=0, height=64, width=128)
     cfg = DataConfig(kind="severstal", root=str(root), crop=[32, 64], cache_images=True)
-    train, _ = build_datasets(cfg)
+    train = build_datasets(cfg).train
     calls: list[Path] = []
     real = dataset_module.read_image
     monkeypatch.setattr(dataset_module, "read_image", lambda p: calls.append(p) or real(p))

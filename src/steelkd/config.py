@@ -47,7 +47,7 @@ class DataConfig:
             ``classes.yaml``: left at the default, filled from it; otherwise checked against it.
         split_file: Severstal/synth and flat folders: JSON train/test split; created (deterministically
             from ``seed``) when missing and reused afterwards. Empty: ``<root>/steelkd_split.json``.
-        train_split / val_split: split folder layout only: the sub-folder names under ``images/`` and
+        train_split / test_split: split folder layout only: the sub-folder names under ``images/`` and
             ``annotations/``.
         defect_only: Severstal only: keep only images with at least one defect (the paper's choice).
         test_fraction: Severstal and flat folders: share of images in the test split.
@@ -74,7 +74,7 @@ class DataConfig:
     class_names: list[str] = field(default_factory=lambda: list(SEVERSTAL_CLASSES))
     split_file: str = ""
     train_split: str = "training"
-    val_split: str = "test"
+    test_split: str = "test"
     defect_only: bool = True
     test_fraction: float = 0.2
     val_fraction: float = 0.1
@@ -390,7 +390,9 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"data.test_fraction: expected a number in (0, 1), got {cfg.data.test_fraction}")
     jitter = cfg.data.scale_jitter
     if jitter and (len(jitter) != 2 or not 0 < jitter[0] <= jitter[1]):
-        raise ConfigError(f"data.scale_jitter: expected [] or [low, high] with 0 < low <= high, got {jitter!r}")
+        raise ConfigError(
+            f"data.scale_jitter: expected [] or [low, high] with 0 < low <= high, got {jitter!r}"
+        )
     crop = cfg.data.crop
     if crop and (len(crop) != 2 or min(crop) < 1):
         raise ConfigError(f"data.crop: expected [] or [height, width] of positive integers, got {crop!r}")

@@ -102,12 +102,12 @@ def register(app: typer.Typer) -> None:
             tiling = parse_tiling(tile, tile_overlap, batch_size)
             card_file = card_path(model)
             net, card = load_model(model)
-            cfg, val = validation_data(config, data_root, kind, sets, card)
+            cfg, val = validation_data(config, data_root, kind, sets, card, split="val")
             base = postprocess_from_card(ModelCard.from_dict(card, str(card_file)).postprocess)
             cal = calibrate_model(net, val, target=target, value=value, min_area_mode=min_area_mode,
                                   base=base, batch_size=batch_size, device=device, precision=precision,
                                   num_workers=num_workers, tile=tiling)
-            cal.extra = {"data": {"kind": cfg.data.kind, "root": cfg.data.root, "split": cfg.data.val_split},
+            cal.extra = {"data": {"kind": cfg.data.kind, "root": cfg.data.root, "split": "val"},
                          "tiling": None if tiling is None else tiling.describe()}
             csv_path = write_table(cal, card_file.parent / "calibration.csv")
             png_path = plot_calibration(cal, card_file.parent / "calibration.png")

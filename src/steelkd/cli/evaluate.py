@@ -57,11 +57,18 @@ def _eval_table(res: dict[str, Any], title: str) -> Table:
 
 
 def validation_data(
-    config: Path | None, data_root: Path | None, kind: str, sets: list[str] | None, card: dict[str, Any]
+    config: Path | None,
+    data_root: Path | None,
+    kind: str,
+    sets: list[str] | None,
+    card: dict[str, Any],
+    split: str = "val",
 ) -> tuple[Any, Any]:
-    """``(config, validation dataset)`` from ``--config`` or ``--data-root``/``--kind`` (one of the two).
+    """``(config, dataset of split)`` from ``--config`` or ``--data-root``/``--kind`` (one of the two).
 
-    Shared by ``evaluate`` and ``calibrate``; warns when the model's classes differ from the data's.
+    ``split``: ``"val"`` (carved from the training images, ``data.val_fraction``: for calibration and
+    tuning, which choose) or ``"test"`` (for the one final score). Shared by ``evaluate``, ``calibrate`` and
+    ``tune``; warns when the model's classes differ from the data's.
     """
     from steelkd.config import apply_overrides, config_from_dict, load_config
     from steelkd.data import build_datasets
@@ -75,7 +82,9 @@ def validation_data(
             raise FileNotFoundError(f"{data_root}: data root not found")
         base = {"data": {"kind": kind, "root": str(data_root), "class_names": card["class_names"]}}
         cfg = config_from_dict(apply_overrides(base, list(sets or [])))
-    _, val = build_datasets(cfg.data)
+    if split not in ("val", "test"):
+        raise ValueError(f"--split: expected val or test, got {split!r}")
+    val = getattr(build_datasets(cfg.data), split)
     if list(card.get("class_names", [])) not in ([], list(val.class_names)):
         err_console.print(
             f"warning: model classes {card['class_names']} != data classes {list(val.class_names)}",
@@ -120,6 +129,9 @@ def register(app: typer.Typer) -> None:
             "--precision), torch, or an inference backend: torch-compile, onnxruntime, openvino, "
             "openvino-bf16 ... (CPU)."),
         num_workers: int = typer.Option(0, "--num-workers", help="Image-reading worker processes."),
+        split: str = typer.Option(
+            "test", "--split", help="test (the held-out split: the final score) or val (the validation "
+            "split carved from the training images by data.val_fraction)."),
         out: Path = typer.Option(
             None, "--out", "-o", help="JSON file [default: eval.json beside the model]."
         ),
@@ -134,7 +146,8 @@ def register(app: typer.Typer) -> None:
         tile_overlap: int = TileOverlapOpt,
         sets: list[str] = SetOpt,
     ) -> None:
-        """Score a model on the val/test split at full resolution: Dice, IoU, mDice, mIoU, Kaggle Dice."""
+        """Score a model on the test (or validation) split at full resolution: Dice, IoU, mDice, mIoU,
+        Kaggle Dice."""
         from steelkd.card import ModelCard
         from steelkd.evaluate import evaluate_model, save_metrics_json
         from steelkd.postprocess import PostProcess, postprocess_from_card
@@ -149,14 +162,14 @@ def register(app: typer.Typer) -> None:
             post = None
             if postprocess or overrides:
                 post = postprocess_from_card(ModelCard.from_dict(card, str(model)).postprocess, **overrides)
-            cfg, val = validation_data(config, data_root, kind, sets, card)
+            cfg, val = validation_data(config, data_root, kind, sets, card, split=split)
             res = evaluate_model(
                 net, val, batch_size=batch_size, device=device, precision=precision, num_workers=num_workers,
                 tile=tiling, post=post,
             )
             res["model"] = str(model)
             res["architecture"] = card.get("architecture")
-            res["data"] = {"kind": cfg.data.kind, "root": cfg.data.root}
+            res["data"] = {"kind": cfg.data.kind, "root": cfg.data.root, "split": split}
             target = (
                 out
                 if out is not None

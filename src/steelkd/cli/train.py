@@ -49,9 +49,13 @@ def _run(config: Path, sets: list[str], resume: str | None, distill: bool) -> No
     m = result.best_metrics
     if m:
         console.print(
-            f"best epoch {m.get('epoch')}: mDice {m.get('mdice', float('nan')):.4f}  "
+            f"best epoch {m.get('epoch')} on the validation split: mDice {m.get('mdice', float('nan')):.4f}  "
             f"Kaggle Dice {m.get('kaggle_dice', float('nan')):.4f}"
         )
+    console.print(
+        f"score it once on the test split: steelkd evaluate --model {result.model_dir} --config {config}",
+        highlight=False,
+    )
     console.print(
         f"model: {result.model_dir}   checkpoints: {result.out_dir / 'checkpoints'}   "
         f"log: {result.metrics_csv}   ({result.seconds / 60:.1f} min)"

@@ -56,13 +56,13 @@ def register(app: typer.Typer) -> None:
                 raise FileNotFoundError(f"{model}: not a saved model folder (model.json missing)")
             h, w = parse_size(size, minimum=32)
             _, card = load_model(model)
-            cfg, val = validation_data(config, data_root, kind, sets, card)
+            cfg, val = validation_data(config, data_root, kind, sets, card, split="val")
             n = min(images, len(val))
             val_images = [val.read_image(i) for i in range(n)]
             val_masks = [val.read_mask(i) for i in range(n)]
             calibration = None
             if calib > 0:
-                train, _ = build_datasets(cfg.data)
+                train = build_datasets(cfg.data).train
                 calibration = [normalize(train.read_image(i)) for i in range(min(calib, len(train)))]
             names = [b.strip() for b in backends.split(",")] if backends else None
             for name, why in available_backends():

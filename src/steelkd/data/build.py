@@ -1,18 +1,22 @@
-"""``build_datasets(cfg)``: the train and validation datasets a :class:`~steelkd.config.DataConfig` names.
+"""``build_datasets(cfg)``: the train, validation and test datasets a :class:`~steelkd.config.DataConfig`
+names. The validation split is carved from the training images (``data.val_fraction``, seeded, stratified
+by the classes present); the test split is the data set's own (NEU-Seg's ``test`` folder, or the split
+file's ``test`` side) and is never used to choose anything.
 
 Example:
     >>> from steelkd.config import DataConfig
     >>> from steelkd.data import build_datasets, class_pixel_counts
     >>> cfg = DataConfig(kind="synth", root="/tmp/steelkd_synth", synth_n=20, crop=[128, 256])
-    >>> train_ds, val_ds = build_datasets(cfg)  # doctest: +SKIP
+    >>> train_ds, val_ds, test_ds = build_datasets(cfg)  # doctest: +SKIP
     >>> class_pixel_counts(train_ds).shape  # doctest: +SKIP
     (5,)
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,7 +35,28 @@ from steelkd.data.severstal import (
 from steelkd.data.split import load_or_create_split, make_split, save_split
 from steelkd.data.transforms import build_train_transform
 
-__all__ = ["build_datasets", "class_pixel_counts", "folder_class_names", "folder_split", "split_path"]
+__all__ = [
+    "DataSplits",
+    "build_datasets",
+    "carve_validation",
+    "class_pixel_counts",
+    "folder_class_names",
+    "folder_split",
+    "split_path",
+]
+
+log = logging.getLogger("steelkd.data")
+
+
+class DataSplits(NamedTuple):
+    """The three splits of a run: ``train`` (augmented), ``val`` (selection) and ``test`` (scored once).
+
+    With ``data.val_fraction = 0`` there is no validation split and ``val`` *is* ``test``.
+    """
+
+    train: SegDataset
+    val: SegDataset
+    test: SegDataset
 
 #: Default split file name inside a Severstal-layout or flat-folder root.
 SPLIT_FILENAME = "steelkd_split.json"
@@ -42,8 +67,9 @@ def split_path(cfg: DataConfig) -> Path:
     return Path(cfg.split_file) if cfg.split_file else Path(cfg.root) / SPLIT_FILENAME
 
 
-def _cap(ids: list[str], n: int) -> list[str]:
-    return ids[:n] if n and n > 0 else ids
+def _first(ds: SegDataset, n: int) -> SegDataset:
+    """The first ``n`` items of ``ds`` (0: all)."""
+    return ds.subset(range(min(len(ds), n)), ds.transform) if n else ds
 
 
 def _severstal(cfg: DataConfig) -> tuple[SeverstalDataset, SeverstalDataset]:
@@ -64,11 +90,9 @@ def _severstal(cfg: DataConfig) -> tuple[SeverstalDataset, SeverstalDataset]:
     split = load_or_create_split(split_path(cfg), classes, seed=cfg.seed, test_fraction=cfg.test_fraction)
     masks = masks_by_image(table)
     transform = build_train_transform(cfg.crop, cfg.hflip, cfg.vflip, cfg.brightness_contrast)
-    train = SeverstalDataset(
-        image_dir, _cap(split["train"], cfg.max_train_images), masks, cfg.class_names, transform
-    )
-    val = SeverstalDataset(image_dir, _cap(split["test"], cfg.max_val_images), masks, cfg.class_names, None)
-    return train, val
+    train = SeverstalDataset(image_dir, split["train"], masks, cfg.class_names, transform)
+    test = SeverstalDataset(image_dir, split["test"], masks, cfg.class_names, None)
+    return train, test
 
 
 def folder_class_names(cfg: DataConfig) -> list[str]:
@@ -127,38 +151,65 @@ def _folder(cfg: DataConfig) -> tuple[FolderDataset, FolderDataset]:
         train = FolderDataset(
             cfg.root, None, names, transform, masks_dirname=FLAT_MASKS, names=split["train"]
         )
-        val = FolderDataset(cfg.root, None, names, None, masks_dirname=FLAT_MASKS, names=split["test"])
+        test = FolderDataset(cfg.root, None, names, None, masks_dirname=FLAT_MASKS, names=split["test"])
     else:
         train = FolderDataset(cfg.root, cfg.train_split, names, transform)
-        val = FolderDataset(cfg.root, cfg.val_split, names, None)
-    for ds, cap in ((train, cfg.max_train_images), (val, cfg.max_val_images)):
-        if cap and cap > 0:
-            ds.ids, ds.image_paths, ds.mask_paths = ds.ids[:cap], ds.image_paths[:cap], ds.mask_paths[:cap]
-    return train, val
+        test = FolderDataset(cfg.root, cfg.test_split, names, None)
+    return train, test
 
 
-def build_datasets(cfg: DataConfig) -> tuple[SegDataset, SegDataset]:
-    """Build the training and validation datasets.
+def carve_validation(train: SegDataset, fraction: float, seed: int) -> tuple[SegDataset, SegDataset]:
+    """Hold out ``fraction`` of ``train`` as a validation set, stratified by the classes each image contains.
+
+    Deterministic for a given seed and set of images (:func:`steelkd.data.split.make_split` on the image
+    ids); at least one image is held out; the validation set has no augmentation.
+
+    Raises:
+        ValueError: fewer than two images, naming the count.
+
+    Example:
+        >>> train, val = carve_validation(train_ds, 0.1, seed=0)  # doctest: +SKIP
+    """
+    n = len(train)
+    if n < 2:
+        raise ValueError(
+            f"data.val_fraction={fraction}: {n} training image(s) are too few to hold out a validation "
+            "split; set data.val_fraction=0 to validate on the test split"
+        )
+    index = {image_id: i for i, image_id in enumerate(train.ids)}
+    classes = {image_id: train.classes_present(i) for image_id, i in index.items()}
+    split = make_split(classes, seed, max(fraction, 1 / n))
+    return (
+        train.subset([index[i] for i in split["train"]], train.transform),
+        train.subset([index[i] for i in split["test"]], None),
+    )
+
+
+def build_datasets(cfg: DataConfig) -> DataSplits:
+    """Build the training, validation and test datasets.
 
     * ``severstal``: ``root/train.csv`` + ``root/train_images``; the split file is ``cfg.split_file``
       or ``<root>/steelkd_split.json``, created (seeded by ``cfg.seed``) when missing, reused after.
       With ``defect_only`` only images with at least one mask take part (the paper).
-    * ``folder``: ``root/images/<train_split|val_split>`` + ``root/annotations/<...>`` (PNG label maps),
+    * ``folder``: ``root/images/<train_split|test_split>`` + ``root/annotations/<...>`` (PNG label maps),
       or flat ``root/images`` + ``root/masks`` with the split file as for ``severstal`` (every image takes
       part; stratified by the classes present in its mask). ``root/classes.yaml``, when present, gives
       the class names (:func:`folder_class_names`).
     * ``synth``: generates ``cfg.synth_n`` images with ``cfg.seed`` into ``root`` when ``train.csv`` is
       not there yet, then reads it as ``severstal``.
 
-    The training set applies the random crop, flips and brightness/contrast of ``cfg``; the
-    validation set is full size without augmentation. ``max_train_images`` / ``max_val_images`` keep the
-    first images of each split.
+    The validation split is ``cfg.val_fraction`` of the training images (:func:`carve_validation`); with
+    ``val_fraction = 0`` the test split validates (biased: quick checks only; a warning is logged).
+    The training set applies the random crop, scale jitter, flips and brightness/contrast of ``cfg``; the
+    validation and test sets are full size without augmentation. ``max_train_images`` keeps the first
+    images of the training split (after the carve), ``max_val_images`` those of the validation and test
+    splits.
 
     Args:
         cfg: the data section of the config.
 
     Returns:
-        ``(train_ds, val_ds)``.
+        :class:`DataSplits` ``(train, val, test)``.
 
     Raises:
         FileNotFoundError / ValueError: naming the missing file or the bad value.
@@ -166,7 +217,7 @@ def build_datasets(cfg: DataConfig) -> tuple[SegDataset, SegDataset]:
     Example:
         >>> from steelkd.config import DataConfig
         >>> cfg = DataConfig(kind="synth", root="/tmp/s", synth_n=10)
-        >>> train_ds, val_ds = build_datasets(cfg)  # doctest: +SKIP
+        >>> train_ds, val_ds, test_ds = build_datasets(cfg)  # doctest: +SKIP
         >>> image, mask = train_ds[0]  # doctest: +SKIP
         >>> image.shape, mask.dtype  # doctest: +SKIP
         (torch.Size([3, 256, 512]), torch.int64)
@@ -176,17 +227,25 @@ def build_datasets(cfg: DataConfig) -> tuple[SegDataset, SegDataset]:
     if cfg.kind == "synth":
         if not (Path(cfg.root) / "train.csv").is_file():
             synth.generate(cfg.root, n=cfg.synth_n, seed=cfg.seed)
-        train, val = _severstal(cfg)
+        train, test = _severstal(cfg)
     elif cfg.kind == "severstal":
-        train, val = _severstal(cfg)
+        train, test = _severstal(cfg)
     elif cfg.kind == "folder":
-        train, val = _folder(cfg)
+        train, test = _folder(cfg)
     else:
         raise ValueError(f"data.kind: expected severstal, folder or synth, got {cfg.kind!r}")
+    test = _first(test, cfg.max_val_images)
+    if cfg.val_fraction > 0:
+        train, val = carve_validation(train, cfg.val_fraction, cfg.seed)
+        val = _first(val, cfg.max_val_images)
+    else:
+        log.warning("data.val_fraction=0: the test split validates, so checkpoint selection sees it")
+        val = test
+    train = _first(train, cfg.max_train_images)
     if cfg.cache_images:
-        train.cache_images()
-        val.cache_images()
-    return train, val
+        for ds in {id(d): d for d in (train, val, test)}.values():
+            ds.cache_images()
+    return DataSplits(train, val, test)
 
 
 def class_pixel_counts(ds: SegDataset) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,26 @@ class SegDataset(Dataset):
     def read_mask(self, i: int, shape: tuple[int, int] | None = None) -> np.ndarray:  # pragma: no cover
         """Raw label map ``i``: ``uint8`` ``H x W``, full size, no augmentation."""
         raise NotImplementedError
+
+    def classes_present(self, i: int) -> tuple[int, ...]:
+        """The non-background label values in label map ``i`` (for stratified splits)."""
+        return tuple(int(v) for v in np.unique(self.read_mask(i)) if v)
+
+    def subset(self, indices: Sequence[int], transform: A.Compose | None) -> SegDataset:
+        """A dataset of the same kind holding items ``indices`` (in that order) with ``transform``.
+
+        Subclasses that keep per-item lists besides ``ids`` select them in :meth:`_select`.
+        """
+        out = copy.copy(self)
+        out.ids = [self.ids[i] for i in indices]
+        out.transform = transform
+        out._sizes = {}
+        out._cache = {} if self._cache is not None else None
+        out._select(list(indices))
+        return out
+
+    def _select(self, indices: list[int]) -> None:
+        """Keep the per-item lists of ``indices`` (``ids`` is already selected)."""
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask, _ = self.sample(i)

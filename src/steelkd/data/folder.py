@@ -187,6 +187,10 @@ class FolderDataset(SegDataset):
     def image_path(self, i: int) -> Path:
         return self.image_paths[i]
 
+    def _select(self, indices: list[int]) -> None:
+        self.image_paths = [self.image_paths[i] for i in indices]
+        self.mask_paths = [self.mask_paths[i] for i in indices]
+
     def read_mask(self, i: int, shape: tuple[int, int] | None = None) -> np.ndarray:
         """Label map ``i`` (``uint8`` ``H x W``), checked against the number of classes."""
         mask = read_label_png(self.mask_paths[i], self.num_classes)

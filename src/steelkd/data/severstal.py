@@ -363,6 +363,10 @@ class SeverstalDataset(SegDataset):
     def image_path(self, i: int) -> Path:
         return self.image_dir / self.ids[i]
 
+    def classes_present(self, i: int) -> tuple[int, ...]:
+        """The ClassIds with a mask on image ``i`` (from the table: no decoding)."""
+        return tuple(sorted({int(c) for c, rle in self.masks[self.ids[i]] if str(rle).strip()}))
+
     def read_mask(self, i: int, shape: tuple[int, int] | None = None) -> np.ndarray:
         """Label map of image ``i`` (``uint8`` ``H x W``; overlaps: lower ClassId wins)."""
         hw = shape if shape is not None else self.image_size(i)

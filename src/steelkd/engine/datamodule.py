@@ -100,7 +100,9 @@ class SegDataModule(L.LightningDataModule):
 
     The datasets are built on construction (so the caller can derive class weights and steps per epoch)
     and the validation items checked (:func:`steelkd.data.check_items`); :meth:`train_dataloader` and
-    :meth:`val_dataloader` build fresh loaders. ``cfg.data.class_names`` is set to the datasets' names
+    :meth:`val_dataloader` build fresh loaders. The validation split is carved from the training images
+    (``data.val_fraction``); the test split (``test_ds``) is held for the one final score.
+    ``cfg.data.class_names`` is set to the datasets' names
     (a folder data set's ``classes.yaml`` fills a config that left them at the default), so the model
     built from ``cfg`` afterwards has the data's classes; :func:`steelkd.engine.fit` passes its own copy.
 
@@ -117,13 +119,19 @@ class SegDataModule(L.LightningDataModule):
         self.cfg = cfg
         self.train_ds: SegDataset
         self.val_ds: SegDataset
-        self.train_ds, self.val_ds = build_datasets(cfg.data)
+        self.test_ds: SegDataset  # not used in training: scored once by the caller on the final model
+        self.train_ds, self.val_ds, self.test_ds = build_datasets(cfg.data)
         if len(self.train_ds) == 0 or len(self.val_ds) == 0:
             raise ValueError(
                 f"{cfg.data.root}: empty data set (train {len(self.train_ds)}, val {len(self.val_ds)} images)"
             )
         cfg.data.class_names = list(self.train_ds.class_names)
         self.val_sizes = check_items(self.val_ds)
+
+    def split_ids(self) -> dict[str, list[str]]:
+        """The image ids of the three splits (written into each run folder as ``data_split.json``)."""
+        train = getattr(self.train_ds, "dataset", self.train_ds)  # under the teacher-logit cache's wrapper
+        return {"train": list(train.ids), "val": list(self.val_ds.ids), "test": list(self.test_ds.ids)}
 
     def use_teacher_cache(self, cache: LogitCache) -> None:
         """Bring the cached teacher logits with every training item (``distill.logit_cache``)."""

@@ -255,7 +255,10 @@ def fit(
         callbacks: extra Lightning callbacks.
 
     Returns:
-        A :class:`TrainResult`; the best model (by validation mDice) is exported to ``<out_dir>/model``.
+        A :class:`TrainResult`; the best model (by validation mDice: the validation split carved from the
+        training images, ``data.val_fraction``) is exported to ``<out_dir>/model``; the image ids of the
+        train/val/test splits go to ``<out_dir>/data_split.json``. The test split is not touched: score
+        the final model on it once (``steelkd evaluate --split test``; experiments do it for every run).
 
     Example:
         >>> from steelkd.config import load_config
@@ -274,6 +277,7 @@ def fit(
     trainer, ckpt_cb = build_trainer(cfg, out, progress=progress, callbacks=callbacks)
     if trainer.is_global_zero:
         save_config(cfg, out / "config.yaml")
+        atomic_write_text(out / "data_split.json", json.dumps(data.split_ids(), indent=1))
     ckpt_path = str(out / "checkpoints" / "last.ckpt") if resume == "last" else resume
     if ckpt_path is not None and not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"{ckpt_path}: checkpoint to resume from not found")

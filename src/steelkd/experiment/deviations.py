@@ -24,7 +24,7 @@ __all__ = ["paper_deviations"]
 
 
 def paper_deviations(
-    cfg: ExperimentConfig, n_train: int | None = None, n_val: int | None = None
+    cfg: ExperimentConfig, n_train: int | None = None, n_test: int | None = None
 ) -> list[str]:
     """Every way the experiment differs from the paper's recipe, one line each (empty: none).
 
@@ -43,7 +43,7 @@ def paper_deviations(
     }
     return [
         *_model_deviations(cfg),
-        *_data_deviations(cfg, n_train, n_val),
+        *_data_deviations(cfg, n_train, n_test),
         *_recipe_deviations(cfg, role_cfgs),
         *_distill_deviations(cfg),
     ]
@@ -62,16 +62,16 @@ def _model_deviations(cfg: ExperimentConfig) -> list[str]:
     return out
 
 
-def _data_deviations(cfg: ExperimentConfig, n_train: int | None, n_val: int | None) -> list[str]:
+def _data_deviations(cfg: ExperimentConfig, n_train: int | None, n_test: int | None) -> list[str]:
     """The data set and its size."""
     if cfg.data.kind != "severstal":
         return [
             f"data set: {cfg.data.kind} at {cfg.data.root or '(default)'} "
             f"(paper: Severstal Kaggle train set, defect images only, 8:2 split)"
         ]
-    if n_train is not None and n_val is not None and abs((n_train + n_val) - 6666) > 10:
+    if n_train is not None and n_test is not None and abs((n_train + n_test) - 6666) > 10:
         return [
-            f"data set size: {n_train} train / {n_val} test images "
+            f"data set size: {n_train} train (incl. validation) / {n_test} test images "
             f"(paper: the 6,666 defect images of Severstal, 8:2 ≈ 5,333 / 1,333)"
         ]
     return []

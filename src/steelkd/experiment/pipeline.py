@@ -86,7 +86,7 @@ def run_experiment(
     )
     data = run_plan(cfg, plan, fit=fit, progress=progress)
     write_bench_files(data.bench, out)
-    deviations = paper_deviations(cfg, data.n_train, data.n_val)
+    deviations = paper_deviations(cfg, data.n_train + data.n_val, data.n_test)
     write_results_json(out / "results.json", cfg, data, deviations)
     tables, figures = write_report(cfg, data, deviations, out, time.perf_counter() - t_start)
     log.info("report written to %s (%.1f s)", out / "report.md", time.perf_counter() - t_start)

@@ -116,7 +116,8 @@ class ExperimentData:
         bench: the side-by-side benchmark rows (:func:`steelkd.bench.benchmark_models`).
         bench_size: the benchmark's input ``(height, width)``.
         class_names: the evaluation data's classes, background first.
-        n_train / n_val: number of training and evaluation images (base ``data`` section).
+        n_train / n_val / n_test: number of training, validation (checkpoint selection) and test (the one
+            score of each run) images (base ``data`` section).
         examples: the Fig. 6 examples and predictions.
         versions: python, torch, timm, lightning and steelkd versions.
         machine: name of the benchmark device (CPU model or GPU name).
@@ -129,6 +130,7 @@ class ExperimentData:
     class_names: list[str]
     n_train: int
     n_val: int
+    n_test: int
     examples: Examples
     versions: dict[str, str]
     machine: str

@@ -66,24 +66,26 @@ def run_plan(
     from steelkd.runtime import device_name
 
     records, trained = train_runs(plan, fit or _default_fit(), progress)
-    train_ds, val_ds = build_datasets(cfg.data)
+    splits = build_datasets(cfg.data)
+    test_ds = splits.test
     cache = _ModelCache()
-    _evaluate_runs(cfg, records, val_ds, cache)
+    _evaluate_runs(cfg, records, test_ds, cache)
     if cfg.bench.size:
         size = parse_size(cfg.bench.size)
     else:
-        img, _ = val_ds[0]
+        img, _ = test_ds[0]
         size = (int(img.shape[-2]), int(img.shape[-1]))
     bench = _bench_runs(cfg, records, size, cache)
-    examples = _examples(cfg, records, val_ds, cache)
+    examples = _examples(cfg, records, test_ds, cache)
     return ExperimentData(
         records=records,
         trained=trained,
         bench=bench,
         bench_size=size,
-        class_names=list(val_ds.class_names),
-        n_train=len(train_ds),
-        n_val=len(val_ds),
+        class_names=list(test_ds.class_names),
+        n_train=len(splits.train),
+        n_val=len(splits.val) if splits.val is not splits.test else 0,
+        n_test=len(test_ds),
         examples=examples,
         versions=versions(),
         machine=device_name(bench[0]["device"]) if bench else device_name("cpu"),
