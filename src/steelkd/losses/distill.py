@@ -2,13 +2,15 @@
 
 Each takes the student's and the teacher's ``model(x, return_features=True)`` dicts and returns the
 weighted distillation term ``λ·L_KD``; the distiller calls it without knowing which one it holds.
-:func:`build_distill_loss` turns a :class:`~steelkd.config.DistillConfig` into one. Trainable parts (the
-1x1 feature adapters) are parameters of the loss object, so they go to the optimizer with it.
+:func:`build_distill_loss` turns a :class:`~steelkd.config.DistillConfig` into one: ``where`` picks the
+object (which outputs are compared), ``method`` the loss on the logits (:data:`LOGIT_METHODS`: CWD, pixel
+KD or DIST). The decoder-feature terms of ``where="features"`` are always CWD through 1x1 adapters.
+Trainable parts (the adapters) are parameters of the loss object, so they go to the optimizer with it.
 
 Example:
     >>> import torch
     >>> from steelkd.config import DistillConfig
-    >>> loss = build_distill_loss(DistillConfig(where="logits"), (32, 16), (64, 32))
+    >>> loss = build_distill_loss(DistillConfig(method="kd", where="logits"), (32, 16), (64, 32))
     >>> out = {"logits": torch.randn(2, 5, 8, 8)}
     >>> float(loss(out, out))
     0.0
@@ -24,67 +26,98 @@ from torch import Tensor, nn
 
 from steelkd.config import DistillConfig
 from steelkd.losses.cwd import ChannelWiseDivergence, CWDFeatureAdapter
+from steelkd.losses.dist import DISTLoss
+from steelkd.losses.kd import PixelKD
 
-__all__ = ["FeatureCWD", "LogitCWD", "LowResLogitCWD", "build_distill_loss"]
+__all__ = [
+    "LOGIT_METHODS",
+    "FeatureDistill",
+    "LogitDistill",
+    "LowResLogitDistill",
+    "build_distill_loss",
+    "logit_loss",
+]
 
 Outputs = dict[str, Any]
 
+#: ``distill.method`` -> the logit loss class and the ``DistillConfig`` fields it is built from.
+LOGIT_METHODS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
+    "cwd": (ChannelWiseDivergence, ("tau", "loss_weight", "variant")),
+    "kd": (PixelKD, ("tau", "loss_weight")),
+    "dist": (DISTLoss, ("tau", "inter_weight", "intra_weight", "loss_weight")),
+}
 
-class LogitCWD(nn.Module):
-    """CWD on the final full-resolution class logits (the paper)."""
 
-    def __init__(self, cwd: ChannelWiseDivergence) -> None:
+class LogitDistill(nn.Module):
+    """The logit loss ``term(student, teacher)`` on the final full-resolution class logits (the paper)."""
+
+    def __init__(self, term: nn.Module) -> None:
         super().__init__()
-        self.cwd = cwd
+        self.term = term
 
     def forward(self, student: Outputs, teacher: Outputs) -> Tensor:
-        return self.cwd(student["logits"], teacher["logits"])
+        return self.term(student["logits"], teacher["logits"])
 
 
-class LowResLogitCWD(nn.Module):
-    """CWD on the head's 1/4-resolution logits; the student's map is resized to the teacher's if needed."""
+class LowResLogitDistill(nn.Module):
+    """The logit loss on the head's 1/4-resolution logits; the student's map is resized to the teacher's."""
 
-    def __init__(self, cwd: ChannelWiseDivergence) -> None:
+    def __init__(self, term: nn.Module) -> None:
         super().__init__()
-        self.cwd = cwd
+        self.term = term
 
     def forward(self, student: Outputs, teacher: Outputs) -> Tensor:
         s_low, t_low = student["logits_low"], teacher["logits_low"]
         if s_low.shape[-2:] != t_low.shape[-2:]:
             s_low = F.interpolate(s_low, size=t_low.shape[-2:], mode="bilinear", align_corners=False)
-        return self.cwd(s_low, t_low)
+        return self.term(s_low, t_low)
 
 
-class FeatureCWD(nn.Module):
-    """CWD on the final logits plus CWD on every decoder level through 1x1 student-side adapters."""
+class FeatureDistill(nn.Module):
+    """The logit loss on the final logits plus CWD on every decoder level through 1x1 student adapters."""
 
-    def __init__(self, cwd: ChannelWiseDivergence, adapter: CWDFeatureAdapter) -> None:
+    def __init__(self, term: nn.Module, adapter: CWDFeatureAdapter) -> None:
         super().__init__()
-        self.cwd = cwd
+        self.term = term
         self.adapter = adapter
 
     def forward(self, student: Outputs, teacher: Outputs) -> Tensor:
-        loss = self.cwd(student["logits"], teacher["logits"])
+        loss = self.term(student["logits"], teacher["logits"])
         return loss + self.adapter(student["features"], teacher["features"])
+
+
+def logit_loss(cfg: DistillConfig) -> nn.Module:
+    """The loss on the logits that ``cfg.method`` names, built from its fields of ``cfg``.
+
+    Raises:
+        ValueError: an unknown ``method``, or a ``variant`` other than standard with a method other than cwd.
+    """
+    if cfg.method not in LOGIT_METHODS:
+        raise ValueError(f"distill.method: expected {', '.join(LOGIT_METHODS)}, got {cfg.method!r}")
+    cls, fields = LOGIT_METHODS[cfg.method]
+    if "variant" not in fields and cfg.variant != "standard":
+        raise ValueError(f"distill.variant {cfg.variant!r} applies to method cwd only, not {cfg.method!r}")
+    return cls(**{name: getattr(cfg, name) for name in fields})
 
 
 def build_distill_loss(
     cfg: DistillConfig, student_channels: Sequence[int], teacher_channels: Sequence[int]
 ) -> nn.Module:
-    """The distillation loss ``cfg`` names (``cfg.where``: logits, logits_low or features).
+    """The distillation loss ``cfg`` names: ``cfg.where`` (logits, logits_low, features), ``cfg.method``.
 
     Args:
-        cfg: the ``distill`` section (tau, loss_weight, variant, where, feature_weight).
+        cfg: the ``distill`` section (method, tau, loss_weight, inter/intra_weight, variant, where,
+            feature_weight).
         student_channels / teacher_channels: ``model.decoder_channels`` of each (used by ``features``).
 
     Raises:
-        ValueError: an unknown ``where``.
+        ValueError: an unknown ``where`` or ``method``; a non-standard ``variant`` outside cwd.
     """
-    cwd = ChannelWiseDivergence(tau=cfg.tau, loss_weight=cfg.loss_weight, variant=cfg.variant)
+    term = logit_loss(cfg)
     if cfg.where == "logits":
-        return LogitCWD(cwd)
+        return LogitDistill(term)
     if cfg.where == "logits_low":
-        return LowResLogitCWD(cwd)
+        return LowResLogitDistill(term)
     if cfg.where == "features":
         adapter = CWDFeatureAdapter(
             list(student_channels),
@@ -92,5 +125,5 @@ def build_distill_loss(
             tau=cfg.tau,
             loss_weight=cfg.feature_weight * cfg.loss_weight,
         )
-        return FeatureCWD(cwd, adapter)
+        return FeatureDistill(term, adapter)
     raise ValueError(f"distill.where: expected logits, logits_low or features, got {cfg.where!r}")
