@@ -84,12 +84,18 @@ class ExperimentSpec:
         distill: overrides of the ``distill`` section for this experiment's distilled runs, e.g.
             ``{logit_cache: auto}`` or ``{where: features}``; two experiments may share a teacher and a
             student and differ only here (the baselines are then trained once).
+        equal_compute: also train, for every seed, a baseline student at the distilled run's compute:
+            the baseline's config with ``train.epochs = max(E, round(E * ratio))``, ratio = compute of
+            that seed's distilled run / compute of its baseline run (CPU seconds of the run's process
+            tree on the CPU, wall seconds on a GPU). Planned once those two runs are trained
+            (:func:`steelkd.experiment.plan.plan_equal_compute`).
     """
 
     name: str
     teacher: str
     student: str
     distill: dict[str, Any] = field(default_factory=dict)
+    equal_compute: bool = False
 
 
 @dataclass

@@ -84,7 +84,10 @@ def run_experiment(
         counts["reuse"],
         out,
     )
-    data = run_plan(cfg, plan, fit=fit, progress=progress)
+    n_equal = len(cfg.seeds) * sum(e.equal_compute for e in cfg.experiments)
+    if n_equal:
+        log.info("and %d equal-compute baselines, planned once their runs are trained", n_equal)
+    data = run_plan(cfg, plan, fit=fit, progress=progress, out_dir=out)
     write_bench_files(data.bench, out)
     deviations = paper_deviations(cfg, data.n_train + data.n_val, data.n_test)
     write_results_json(out / "results.json", cfg, data, deviations)

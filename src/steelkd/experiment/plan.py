@@ -6,6 +6,10 @@ distillation run by the teacher's own hash). Run ``r`` lives in ``OUT/runs/<role
 experiment twice trains nothing and an interrupted experiment continues where it stopped. The hashes are
 a contract with the run directories on disk: changing what goes into them retrains everything.
 
+An experiment with ``equal_compute`` needs a second planning step once its baseline and distilled runs are
+trained: :func:`plan_equal_compute` adds, per seed, a baseline student trained for as many epochs as make
+its compute equal to the distilled run's (the ratio of their recorded seconds), hashed like any run.
+
 Example:
     >>> from steelkd.experiment.config import load_experiment_config
     >>> cfg = load_experiment_config("configs/experiments/demo.yaml")  # doctest: +SKIP
@@ -17,13 +21,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from steelkd.config import Config
 from steelkd.experiment.config import ExperimentConfig, ExperimentSpec, run_config
 
-__all__ = ["HASH_EXCLUDE", "HASH_OMIT_DEFAULT", "RunSpec", "config_hash", "plan_experiment"]
+__all__ = [
+    "HASH_EXCLUDE",
+    "HASH_OMIT_DEFAULT",
+    "EqualCompute",
+    "FinishedRun",
+    "RunSpec",
+    "compute_ratio",
+    "config_hash",
+    "equal_compute_epochs",
+    "plan_equal_compute",
+    "plan_experiment",
+]
+
+log = logging.getLogger("steelkd.experiment")
 
 
 #: Config fields left out of the content hash: they change where or how fast a run goes, not what it learns.
@@ -70,21 +90,45 @@ def config_hash(run_cfg: Config, teacher_hash: str | None = None) -> str:
 
 
 @dataclass
+class EqualCompute:
+    """What an equal-compute baseline stands for: one experiment's distilled run of one seed.
+
+    Attributes:
+        experiment: the experiment's name.
+        seed: the seed.
+        of: the distilled run's label.
+        ratio: compute of the distilled run / compute of the baseline run.
+        measure: ``cpu`` (CPU seconds of the runs' process trees) or ``wall`` (wall seconds).
+        base_epochs: the baseline's epochs E (the run trains ``max(E, round(E * ratio))``).
+    """
+
+    experiment: str
+    seed: int
+    of: str
+    ratio: float
+    measure: str
+    base_epochs: int
+
+
+@dataclass
 class RunSpec:
     """One training run of the plan.
 
     Attributes:
-        key: ``<role>`` or ``<student role>-kd-<teacher role>`` (the run directory's prefix).
+        key: ``<role>``, ``<student role>-kd-<teacher role>`` or ``<student role>-eq-<experiment>`` (the run
+            directory's prefix).
         role: the model role trained.
-        uses: what the run is used as: any of ``teacher``, ``baseline``, ``distilled``.
+        uses: what the run is used as: any of ``teacher``, ``baseline``, ``distilled``,
+            ``baseline_equal_compute``.
         seed: training seed.
         config: the resolved run config (``train.out_dir`` and ``distill.teacher`` set).
         hash: content hash (see :func:`config_hash`).
         dir: the run directory ``OUT/runs/<key>-<hash>``.
         teacher: the teacher run (distillation runs only).
         status: ``reuse`` (model exists), ``resume`` (last checkpoint exists) or ``train``.
-        aliases: every (role, ``plain``/``kd``, seed, experiment name or None) this run stands for: identical
-            configs (e.g. a teacher and the same role's first-seed baseline) are one run.
+        aliases: every (role, ``plain``/``kd``/``equal``, seed, experiment name or None) this run stands for:
+            identical configs (e.g. a teacher and the same role's first-seed baseline) are one run.
+        equal_compute: the distilled runs it is the equal-compute baseline of (see :class:`EqualCompute`).
     """
 
     key: str
@@ -97,6 +141,7 @@ class RunSpec:
     teacher: RunSpec | None = None
     status: str = "train"
     aliases: list[tuple[str, str, int, str | None]] = field(default_factory=list)
+    equal_compute: list[EqualCompute] = field(default_factory=list)
 
     @property
     def model_dir(self) -> Path:
@@ -120,48 +165,160 @@ def _find_run_dir(runs_root: Path, key: str, digest: str) -> tuple[Path, str]:
     return preferred, "train"
 
 
+class _Planner:
+    """Adds runs to a plan: one run per content hash, found on disk where it exists.
+
+    ``known`` are runs planned before (their hashes are not planned again); ``new`` collects the runs
+    this planner added, in order.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, out_dir: str | Path, known: Iterable[RunSpec] = ()) -> None:
+        self.cfg = cfg
+        self.runs_root = Path(out_dir) / "runs"
+        self.by_hash: dict[str, RunSpec] = {s.hash: s for s in known}
+        self.new: list[RunSpec] = []
+
+    def add(
+        self,
+        key: str,
+        role: str,
+        use: str,
+        seed: int,
+        *,
+        teacher: RunSpec | None = None,
+        exp: ExperimentSpec | None = None,
+        kind: str = "plain",
+        epochs: int | None = None,
+    ) -> RunSpec:
+        """The run of ``role`` with ``seed`` (from ``teacher`` if given; ``epochs`` replace the recipe's)."""
+        run_cfg = run_config(
+            self.cfg,
+            role,
+            seed=seed,
+            teacher_dir=teacher.model_dir if teacher else None,
+            distill=exp.distill if exp and teacher else None,
+        )
+        if epochs is not None:
+            run_cfg.train.epochs = int(epochs)
+        digest = config_hash(run_cfg, teacher.hash if teacher else None)
+        spec = self.by_hash.get(digest)
+        if spec is None:
+            run_dir, status = _find_run_dir(self.runs_root, key, digest)
+            run_cfg.train.out_dir = str(run_dir)
+            spec = RunSpec(key, role, [], seed, run_cfg, digest, run_dir, teacher, status)
+            self.by_hash[digest] = spec
+            self.new.append(spec)
+        if use not in spec.uses:
+            spec.uses.append(use)
+        alias = (role, kind, seed, exp.name if exp and kind != "plain" else None)
+        if alias not in spec.aliases:
+            spec.aliases.append(alias)
+        return spec
+
+
 def plan_experiment(cfg: ExperimentConfig, out_dir: str | Path) -> list[RunSpec]:
     """Every training run the experiment needs, in order (teachers, baselines, distilled), deduplicated.
 
     A teacher role trained with the first seed is the same run as that role's first-seed baseline (same
     config, same hash), so it is trained once. Each run's ``status`` says whether it is reused, resumed
-    or trained from scratch.
+    or trained from scratch. The equal-compute baselines are not in it: they are planned once the
+    baselines and distilled runs are trained (:func:`plan_equal_compute`).
     """
-    runs_root = Path(out_dir) / "runs"
-    by_hash: dict[str, RunSpec] = {}
-    order: list[RunSpec] = []
-
-    def add(
-        key: str, role: str, use: str, seed: int, teacher: RunSpec | None, exp: ExperimentSpec | None = None
-    ) -> RunSpec:
-        teacher_dir = teacher.model_dir if teacher else None
-        run_cfg = run_config(
-            cfg, role, seed=seed, teacher_dir=teacher_dir, distill=exp.distill if exp else None
-        )
-        digest = config_hash(run_cfg, teacher.hash if teacher else None)
-        alias = (role, "kd" if teacher else "plain", seed, exp.name if exp else None)
-        if digest in by_hash:
-            spec = by_hash[digest]
-            if use not in spec.uses:
-                spec.uses.append(use)
-        else:
-            run_dir, status = _find_run_dir(runs_root, key, digest)
-            run_cfg.train.out_dir = str(run_dir)
-            spec = RunSpec(key, role, [use], seed, run_cfg, digest, run_dir, teacher, status)
-            by_hash[digest] = spec
-            order.append(spec)
-        if alias not in spec.aliases:
-            spec.aliases.append(alias)
-        return spec
-
+    planner = _Planner(cfg, out_dir)
     teachers: dict[str, RunSpec] = {}
     for e in cfg.experiments:
         if e.teacher not in teachers:
-            teachers[e.teacher] = add(e.teacher, e.teacher, "teacher", cfg.seeds[0], None)
+            teachers[e.teacher] = planner.add(e.teacher, e.teacher, "teacher", cfg.seeds[0])
     for e in cfg.experiments:
         for s in cfg.seeds:
-            add(e.student, e.student, "baseline", s, None)
+            planner.add(e.student, e.student, "baseline", s)
     for e in cfg.experiments:
         for s in cfg.seeds:
-            add(f"{e.student}-kd-{e.teacher}", e.student, "distilled", s, teachers[e.teacher], e)
-    return order
+            key = f"{e.student}-kd-{e.teacher}"
+            planner.add(key, e.student, "distilled", s, teacher=teachers[e.teacher], exp=e, kind="kd")
+    return planner.new
+
+
+# ------------------------------------------------------------------------------------- equal compute
+class FinishedRun(Protocol):
+    """What :func:`plan_equal_compute` reads of a finished run (``steelkd.experiment.results.RunRecord``)."""
+
+    spec: RunSpec
+    status: str
+    seconds: float | None
+    cpu_seconds: float | None
+    device: str | None
+
+
+def compute_ratio(base: FinishedRun, dist: FinishedRun) -> tuple[float, str]:
+    """Compute of ``dist`` / compute of ``base``, and the measure used (``cpu`` or ``wall``).
+
+    CPU seconds (user + system of the training process and its children) when both runs trained on the
+    CPU and both recorded them; wall seconds otherwise (a GPU run, or a reused run from before CPU seconds
+    were recorded: logged).
+
+    Raises:
+        ValueError: a run has no recorded seconds (no ``steelkd_run.json``).
+    """
+    on_cpu = base.device == "cpu" and dist.device == "cpu"
+    if on_cpu and base.cpu_seconds and dist.cpu_seconds:
+        return dist.cpu_seconds / base.cpu_seconds, "cpu"
+    if on_cpu:
+        missing = [r.spec.label for r in (base, dist) if not r.cpu_seconds]
+        log.info(
+            "equal compute: no CPU seconds recorded for %s: wall seconds of both runs used",
+            ", ".join(missing),
+        )
+    for r in (base, dist):
+        if not r.seconds:
+            raise ValueError(f"{r.spec.dir}: no recorded seconds (steelkd_run.json): equal compute unknown")
+    assert base.seconds and dist.seconds
+    return dist.seconds / base.seconds, "wall"
+
+
+def equal_compute_epochs(epochs: int, ratio: float) -> int:
+    """``max(E, round(E * ratio))``: a baseline's epochs at ``ratio`` times its compute.
+
+    Example:
+        >>> equal_compute_epochs(8, 2.3), equal_compute_epochs(8, 0.9)
+        (18, 8)
+    """
+    return max(int(epochs), round(int(epochs) * float(ratio)))
+
+
+def plan_equal_compute(
+    cfg: ExperimentConfig, records: Sequence[FinishedRun], out_dir: str | Path
+) -> list[RunSpec]:
+    """The equal-compute baselines of the experiments with ``equal_compute``, given the finished runs.
+
+    For each such experiment and seed: the baseline's config with ``train.epochs = max(E, round(E *
+    ratio))``, ratio = :func:`compute_ratio` of that seed's distilled and baseline runs. Returns the runs
+    still to be trained or reused (one per hash; a run equal to one in ``records``, e.g. the baseline
+    itself when the ratio rounds to 1, is not returned again but gets the use and the alias).
+    """
+    by_alias = {a: r for r in records for a in r.spec.aliases}
+    planner = _Planner(cfg, out_dir, (r.spec for r in records))
+    for e in cfg.experiments:
+        for s in cfg.seeds if e.equal_compute else []:
+            base, dist = by_alias[(e.student, "plain", s, None)], by_alias[(e.student, "kd", s, e.name)]
+            _add_equal_compute(planner, e, s, base, dist)
+    return planner.new
+
+
+def _add_equal_compute(
+    planner: _Planner, e: ExperimentSpec, seed: int, base: FinishedRun, dist: FinishedRun
+) -> RunSpec:
+    for r in (base, dist):
+        if r.status == "resumed":
+            log.warning("equal compute: %s was resumed: its seconds cover the resumed part", r.spec.label)
+    ratio, measure = compute_ratio(base, dist)
+    e0 = base.spec.config.train.epochs
+    epochs = equal_compute_epochs(e0, ratio)
+    key = f"{e.student}-eq-{e.name}"
+    spec = planner.add(key, e.student, "baseline_equal_compute", seed, exp=e, kind="equal", epochs=epochs)
+    spec.equal_compute.append(EqualCompute(e.name, seed, dist.spec.label, ratio, measure, e0))
+    log.info(
+        "equal compute %s seed %d: ratio %.3f (%s seconds): %d epochs instead of %d",
+        *(e.name, seed, ratio, measure, epochs, e0),
+    )
+    return spec

@@ -1,7 +1,8 @@
 """The report's per-experiment sections: the paper's Tables 1-5 and Figs. 4, 5 and 6.
 
 For experiment ``k``: the teacher's margin, Table ``k``a (mDice before/after with params, GMACs, FPS; the
-paper's Tables 1, 2, 4), Table ``k``b (Dice per class; Tables 3, 5), Table ``k``c (all metrics), Fig. 4
+paper's Tables 1, 2, 4), Table ``k``b (Dice per class; Tables 3, 5), Table ``k``c (all metrics), Table
+``k``d (the students at equal compute, for an experiment with ``equal_compute``), Fig. 4
 (losses of the first-seed distilled student) and Fig. 5 (Dice bars); then Fig. 6 (example predictions)
 for all experiments. Everything is read from the results handed in; no model runs here.
 
@@ -17,12 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from steelkd.experiment.report_sections import ReportContext, ReportDoc, mean_std, pretty_model_name
+from steelkd.experiment.report_sections import (
+    ReportContext,
+    ReportDoc,
+    equal_compute_epochs,
+    format_difference,
+    mean_std,
+    pretty_model_name,
+)
 from steelkd.experiment.results import ExampleImage, ExperimentView
 from steelkd.figures import plot_dice_bars, plot_loss_curves, plot_overlay_grid, read_loss_history
 from steelkd.paper import PAPER_RESULTS
 from steelkd.postprocess import overlay
-from steelkd.tables import Table
+from steelkd.tables import MeanStd, Table
 
 __all__ = ["crop_box", "experiment_section", "predictions_section"]
 
@@ -30,7 +38,7 @@ _SPEED_DIGITS = {"params (M)": 2, "GMACs": 2, "FPS": 1}
 
 
 def experiment_section(doc: ReportDoc, ctx: ReportContext, k: int, view: ExperimentView) -> None:
-    """Experiment ``k`` (0-based): margin, Tables ``k+1``a/b/c, Figs. 4 and 5."""
+    """Experiment ``k`` (0-based): margin, Tables ``k+1``a/b/c (and d: equal compute), Figs. 4 and 5."""
     tm, sm = view.teacher.spec.config.model.name, view.baselines[0].spec.config.model.name
     margin = view.teacher.metrics["mdice"] - mean_std(view.baselines, "mdice").mean
     doc.add(
@@ -45,6 +53,8 @@ def experiment_section(doc: ReportDoc, ctx: ReportContext, k: int, view: Experim
     _mdice_table(doc, ctx, k, view, paper, quote)
     _dice_per_class_table(doc, ctx, k, view, paper, quote)
     _all_metrics_table(doc, ctx, k, view)
+    if view.equal_compute:
+        _equal_compute_table(doc, k, view)
     _loss_figure(doc, view)
     _dice_figure(doc, ctx, view)
 
@@ -154,6 +164,39 @@ def _all_metrics_table(doc: ReportDoc, ctx: ReportContext, k: int, view: Experim
             "the defect-only figures with the rest.",
             "",
         )
+
+
+def _equal_compute_table(doc: ReportDoc, k: int, view: ExperimentView) -> None:
+    """Table ``k``d: baseline, baseline at the distilled run's compute, distilled; the differences."""
+    sm = pretty_model_name(view.baselines[0].spec.config.model.name)
+    ratio = MeanStd.of(view.ratios)
+    measures = {q.measure for r in view.equal_compute for q in r.spec.equal_compute}
+    keys = ("mdice", "miou_bg")
+    rows = [
+        [f"{sm} baseline", str(view.baselines[0].spec.config.train.epochs), 1.0],
+        [f"{sm} baseline at equal compute", equal_compute_epochs(view), ratio],
+        [f"{sm} distilled", str(view.distilled[0].spec.config.train.epochs), ratio],
+    ]
+    for row, recs in zip(rows, (view.baselines, view.equal_compute, view.distilled), strict=True):
+        row += [mean_std(recs, key) for key in keys]
+    table = Table(
+        f"Table {k + 1}d — {view.spec.name}: students at equal compute",
+        ["student", "epochs", "compute ratio", "mDice", "mIoU (incl. bg)"],
+        rows,
+        col_digits={"compute ratio": 2},
+    )
+    doc.titled_table(table, f"{view.spec.name}_equal_compute.csv")
+    dist, eq = mean_std(view.distilled, "mdice"), mean_std(view.equal_compute, "mdice")
+    doc.add(
+        f"distilled − equal-compute baseline: {format_difference(dist, eq)}; "
+        f"distilled − baseline: {format_difference(dist, mean_std(view.baselines, 'mdice'))}.",
+        "",
+        f"Compute ratio = compute of the distilled run / compute of the baseline run of the same seed "
+        f"({' and '.join(sorted(measures))} seconds: CPU seconds of the training process and its children "
+        "on the CPU, wall seconds on a GPU); the equal-compute baseline trains max(E, round(E × ratio)) "
+        "epochs, its cosine schedule spanning them.",
+        "",
+    )
 
 
 def _loss_figure(doc: ReportDoc, view: ExperimentView) -> None:

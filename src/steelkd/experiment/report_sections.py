@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,11 @@ __all__ = [
     "ReportContext",
     "ReportDoc",
     "deviations_section",
+    "equal_compute_epochs",
     "files_section",
+    "format_difference",
     "header_section",
+    "mean_std",
     "models_section",
     "pretty_model_name",
     "runs_section",
@@ -129,6 +133,21 @@ def mean_std(recs: list[RunRecord], key: str, cls: str | None = None) -> MeanStd
     return MeanStd.of([r.metrics.get(key, {}).get(cls, float("nan")) for r in recs])
 
 
+def format_difference(a: MeanStd, b: MeanStd, unit: str = "mDice") -> str:
+    """``a − b``, the pooled standard deviation ``sqrt((s_a² + s_b²) / 2)`` and the difference in its units.
+
+    Example:
+        >>> format_difference(MeanStd(0.72, 0.01, 3), MeanStd(0.70, 0.01, 3))
+        '+0.0200 mDice (pooled sd 0.0100, +2.0 sd)'
+        >>> format_difference(MeanStd(0.72, 0.0, 1), MeanStd(0.70, 0.0, 1))
+        '+0.0200 mDice (one seed: no sd)'
+    """
+    diff, sd = a.mean - b.mean, math.sqrt((a.std**2 + b.std**2) / 2)
+    if min(a.n, b.n) < 2 or not sd > 0:
+        return f"{diff:+.4f} {unit} (one seed: no sd)"
+    return f"{diff:+.4f} {unit} (pooled sd {sd:.4f}, {diff / sd:+.1f} sd)"
+
+
 def pretty_model_name(model: str) -> str:
     """``resunet_convnext_tiny_gc_ff`` -> ``ResUnet+ConvNeXt-tiny+GC+FF`` (the paper's naming).
 
@@ -172,19 +191,33 @@ def header_section(doc: ReportDoc, ctx: ReportContext) -> None:
 
 
 def summary_section(doc: ReportDoc, ctx: ReportContext) -> None:
-    """One line per experiment: the teacher's margin first, then what distillation did."""
+    """One line per experiment: the teacher's margin first, then what distillation did (and at equal
+    compute: distilled − baseline and distilled − equal-compute baseline)."""
     doc.add("## Summary", "")
     for v in ctx.views:
         t = v.teacher.metrics["mdice"]
         b, a = mean_std(v.baselines, "mdice"), mean_std(v.distilled, "mdice")
-        doc.add(
+        line = (
             f"- **{v.spec.name}**: teacher `{v.spec.teacher}` "
             f"({pretty_model_name(v.teacher.spec.config.model.name)}) "
             f"mDice {t:.4f}; teacher margin over baseline student: {t - b.mean:+.3f} mDice; "
             f"student `{v.spec.student}` ({pretty_model_name(v.baselines[0].spec.config.model.name)}) "
-            f"{b.format()} → {a.format()} after distillation ({a.mean - b.mean:+.4f} mDice)"
+            f"{b.format()} → {a.format()} after distillation: distilled − baseline {format_difference(a, b)}"
         )
+        if v.equal_compute:
+            eq = mean_std(v.equal_compute, "mdice")
+            line += (
+                f"; baseline at equal compute ({equal_compute_epochs(v)} epochs) {eq.format()}: "
+                f"distilled − equal-compute baseline {format_difference(a, eq)}"
+            )
+        doc.add(line)
     doc.add("")
+
+
+def equal_compute_epochs(view: ExperimentView) -> str:
+    """The equal-compute baselines' epochs: one number, or one per seed (``5/3``)."""
+    epochs = [r.spec.config.train.epochs for r in view.equal_compute]
+    return str(epochs[0]) if len(set(epochs)) == 1 else "/".join(map(str, epochs))
 
 
 def deviations_section(doc: ReportDoc, ctx: ReportContext) -> None:
@@ -200,7 +233,7 @@ def deviations_section(doc: ReportDoc, ctx: ReportContext) -> None:
 
 
 def runs_section(doc: ReportDoc, ctx: ReportContext) -> None:
-    """Every run with its status, wall time and metrics (``tables/runs.csv``)."""
+    """Every run with its status, wall and CPU time, epochs and metrics (``tables/runs.csv``)."""
     defect = ctx.defect
     rows = []
     for r in ctx.data.records:
@@ -215,6 +248,8 @@ def runs_section(doc: ReportDoc, ctx: ReportContext) -> None:
                 r.spec.teacher.label if r.spec.teacher else "",
                 r.status,
                 format_seconds(r.seconds),
+                format_seconds(r.cpu_seconds),
+                r.spec.config.train.epochs,
                 m.get("mdice"),
                 m.get("kaggle_dice"),
                 m.get("miou"),
@@ -222,7 +257,8 @@ def runs_section(doc: ReportDoc, ctx: ReportContext) -> None:
                 *[m.get("dice", {}).get(c) for c in defect],
             ]
         )
-    columns = ["run", "role", "model", "used as", "seed", "teacher", "status", "wall time", "mDice"]
+    columns = ["run", "role", "model", "used as", "seed", "teacher", "status", "wall time", "CPU time"]
+    columns += ["epochs", "mDice"]
     columns += ["Kaggle Dice", "mIoU (defects)", "mIoU (incl. bg)", *[f"Dice {c}" for c in defect]]
     table = Table("All runs", columns, rows)
     doc.table_csv(table, "runs.csv")

@@ -14,12 +14,13 @@ Example:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from steelkd.config import Config
 from steelkd.experiment.config import ExperimentConfig, ExperimentSpec
 from steelkd.experiment.plan import RunSpec
 from steelkd.io import atomic_write_text
@@ -32,6 +33,9 @@ __all__ = [
     "ExperimentView",
     "RunRecord",
     "experiment_views",
+    "run_experiments",
+    "run_kind",
+    "run_method",
     "write_bench_files",
     "write_results_json",
 ]
@@ -39,22 +43,40 @@ __all__ = [
 
 @dataclass
 class RunRecord:
-    """A finished run: its spec, how it was obtained, its wall time and its evaluation."""
+    """A finished run: its spec, how it was obtained, its wall and CPU seconds and its evaluation.
+
+    Attributes:
+        spec: the run.
+        status: ``trained``, ``resumed`` or ``reused``.
+        seconds: wall seconds of its training (None: a reused run without ``steelkd_run.json``).
+        metrics: its test-split evaluation.
+        cpu_seconds: user + system CPU seconds of the training process and its children (None: not
+            recorded, a run from before they were).
+        device: ``cpu`` or ``cuda``: where it trained (None: not recorded).
+    """
 
     spec: RunSpec
     status: str
     seconds: float | None
     metrics: dict[str, Any] = field(default_factory=dict)
+    cpu_seconds: float | None = None
+    device: str | None = None
 
 
 @dataclass
 class ExperimentView:
-    """The runs of one distillation experiment: its teacher, and baseline and distilled students per seed."""
+    """The runs of one distillation experiment: its teacher, and baseline and distilled students per seed.
+
+    ``equal_compute`` holds the equal-compute baselines per seed (empty unless the experiment asks for
+    them), ``ratios`` the compute ratio (distilled / baseline) each was trained for.
+    """
 
     spec: ExperimentSpec
     teacher: RunRecord
     baselines: list[RunRecord]
     distilled: list[RunRecord]
+    equal_compute: list[RunRecord] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
 
 
 def experiment_views(cfg: ExperimentConfig, records: list[RunRecord]) -> list[ExperimentView]:
@@ -68,8 +90,16 @@ def experiment_views(cfg: ExperimentConfig, records: list[RunRecord]) -> list[Ex
         teacher = by_key[(e.teacher, "plain", cfg.seeds[0], None)]
         base = [by_key[(e.student, "plain", s, None)] for s in cfg.seeds]
         dist = [by_key[(e.student, "kd", s, e.name)] for s in cfg.seeds]
-        views.append(ExperimentView(e, teacher, base, dist))
+        view = ExperimentView(e, teacher, base, dist)
+        if e.equal_compute:
+            view.equal_compute = [by_key[(e.student, "equal", s, e.name)] for s in cfg.seeds]
+            view.ratios = [_ratio(r, e.name, s) for r, s in zip(view.equal_compute, cfg.seeds, strict=True)]
+        views.append(view)
     return views
+
+
+def _ratio(rec: RunRecord, experiment: str, seed: int) -> float:
+    return next(q.ratio for q in rec.spec.equal_compute if (q.experiment, q.seed) == (experiment, seed))
 
 
 @dataclass
@@ -145,27 +175,83 @@ def write_bench_files(bench: list[dict[str, Any]], out_dir: Path) -> None:
 def write_results_json(
     path: Path, cfg: ExperimentConfig, data: ExperimentData, deviations: list[str]
 ) -> Path:
-    """``results.json``: name, versions, seeds, deviations, the benchmark and every run with its metrics."""
+    """``results.json``: name, versions, seeds, deviations, the benchmark and every run with its metrics.
+
+    Each run: ``role`` (``teacher`` when used as one, else ``student``), ``kind`` (``baseline``,
+    ``baseline_equal_compute`` or ``distilled``; a teacher is a baseline), ``method`` (distilled runs, see
+    :func:`run_method`), ``experiments`` (the names it stands for), ``seed``, ``epochs``, ``wall_seconds``,
+    ``cpu_seconds``, the test metrics flat (``mdice``, ``miou_bg``, ``dice`` per class) and nested
+    (``metrics``), and for an equal-compute baseline what it equals (``equal_compute``).
+    """
     results = {
         "name": cfg.name,
         "versions": data.versions,
         "seeds": cfg.seeds,
         "deviations": deviations,
         "bench": data.bench,
-        "runs": [
-            {
-                "run": r.spec.label,
-                "role": r.spec.role,
-                "model": r.spec.config.model.name,
-                "uses": r.spec.uses,
-                "seed": r.spec.seed,
-                "teacher": r.spec.teacher.label if r.spec.teacher else None,
-                "status": r.status,
-                "seconds": r.seconds,
-                "metrics": r.metrics,
-            }
-            for r in data.records
-        ],
+        "runs": [_run_entry(cfg, r) for r in data.records],
     }
     atomic_write_text(path, json.dumps(results, indent=2, default=str) + "\n")
     return path
+
+
+def _run_entry(cfg: ExperimentConfig, r: RunRecord) -> dict[str, Any]:
+    spec, m = r.spec, r.metrics
+    return {
+        "run": spec.label,
+        "role": "teacher" if "teacher" in spec.uses else "student",
+        "kind": run_kind(spec),
+        "method": run_method(spec.config),
+        "experiments": run_experiments(cfg, spec),
+        "model_role": spec.role,
+        "model": spec.config.model.name,
+        "uses": spec.uses,
+        "seed": spec.seed,
+        "epochs": spec.config.train.epochs,
+        "teacher": spec.teacher.label if spec.teacher else None,
+        "status": r.status,
+        "seconds": r.seconds,
+        "wall_seconds": r.seconds,
+        "cpu_seconds": r.cpu_seconds,
+        "device": r.device,
+        "mdice": m.get("mdice"),
+        "miou_bg": m.get("miou_bg"),
+        "dice": m.get("dice", {}),
+        "equal_compute": [asdict(q) for q in spec.equal_compute] or None,
+        "metrics": m,
+    }
+
+
+def run_kind(spec: RunSpec) -> str:
+    """``distilled``, ``baseline`` (teachers too) or ``baseline_equal_compute`` (only that)."""
+    if spec.teacher is not None:
+        return "distilled"
+    return "baseline_equal_compute" if spec.uses == ["baseline_equal_compute"] else "baseline"
+
+
+def run_method(run_cfg: Config) -> str | None:
+    """A distilled run's method: ``distill.method``, ``:<where>`` unless logits, ``+cache`` with the cache.
+
+    Example:
+        >>> from steelkd.config import Config, DistillConfig
+        >>> run_method(Config(distill=DistillConfig(method="cwd", logit_cache="auto")))
+        'cwd+cache'
+        >>> run_method(Config(distill=DistillConfig(where="features"))), run_method(Config())
+        ('cwd:features', None)
+    """
+    d = run_cfg.distill
+    if d is None:
+        return None
+    return d.method + ("" if d.where == "logits" else f":{d.where}") + ("+cache" if d.logit_cache else "")
+
+
+def run_experiments(cfg: ExperimentConfig, spec: RunSpec) -> list[str]:
+    """The experiments a run stands for (as teacher, baseline, distilled or equal-compute baseline)."""
+    names: list[str] = []
+    for role, kind, seed, exp in spec.aliases:
+        for e in cfg.experiments:
+            as_teacher = e.teacher == role and seed == cfg.seeds[0]
+            plain = kind == "plain" and (e.student == role or as_teacher)
+            if (plain or e.name == exp) and e.name not in names:
+                names.append(e.name)
+    return [e.name for e in cfg.experiments if e.name in names]

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import gc
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +31,7 @@ from steelkd.config import parse_size
 from steelkd.data import equal_size_batches
 from steelkd.evaluate import evaluate_model, predict_logits, save_metrics_json
 from steelkd.experiment.config import ExperimentConfig
-from steelkd.experiment.plan import RunSpec
+from steelkd.experiment.plan import RunSpec, plan_equal_compute
 from steelkd.experiment.results import (
     ExampleImage,
     Examples,
@@ -46,14 +48,23 @@ log = logging.getLogger("steelkd.experiment")
 
 FitFn = Callable[..., Any]
 
-#: Written into each run directory once the run is trained: role, seed, hash, wall time.
+#: Written into each run directory once the run is trained: role, seed, hash, epochs, wall and CPU seconds,
+#: the device; an equal-compute baseline also what it equals (``equal_compute_of``, ``compute_ratio``).
 RUN_INFO = "steelkd_run.json"
 
 
 def run_plan(
-    cfg: ExperimentConfig, plan: list[RunSpec], *, fit: FitFn | None = None, progress: bool = False
+    cfg: ExperimentConfig,
+    plan: list[RunSpec],
+    *,
+    fit: FitFn | None = None,
+    progress: bool = False,
+    out_dir: str | Path | None = None,
 ) -> ExperimentData:
     """Train (or reuse) every run of ``plan``, evaluate each, benchmark the models, predict the examples.
+
+    After the plan's runs, the equal-compute baselines of the experiments that ask for them are planned
+    from those runs' recorded seconds (:func:`steelkd.experiment.plan.plan_equal_compute`) and trained.
 
     Args:
         cfg: the experiment config.
@@ -61,11 +72,17 @@ def run_plan(
         fit: the training function (default :func:`steelkd.engine.fit`); called as
             ``fit(config, progress=..., resume=...)``.
         progress: show Lightning's progress bar during training.
+        out_dir: the experiment's output directory (default: the one holding the plan's ``runs/``).
     """
     from steelkd.data import build_datasets
     from steelkd.runtime import device_name
 
-    records, trained = train_runs(plan, fit or _default_fit(), progress)
+    fit = fit or _default_fit()
+    records, trained = train_runs(plan, fit, progress)
+    if any(e.equal_compute for e in cfg.experiments):
+        root = Path(out_dir) if out_dir is not None else plan[0].dir.parent.parent
+        more, n_more = train_runs(plan_equal_compute(cfg, records, root), fit, progress)
+        records, trained = records + more, trained + n_more
     splits = build_datasets(cfg.data)
     test_ds = splits.test
     cache = _ModelCache()
@@ -124,37 +141,71 @@ def train_runs(plan: list[RunSpec], fit: FitFn, progress: bool) -> tuple[list[Ru
         what = (
             f"{spec.label} ({spec.config.model.name}, {'/'.join(spec.uses)}, seed {spec.seed}"
             + (f", teacher {spec.teacher.label}" if spec.teacher else "")
+            + (f", {spec.config.train.epochs} epochs" if spec.equal_compute else "")
             + ")"
         )
-        info_path = spec.dir / RUN_INFO
         if (spec.model_dir / "model.json").is_file():
-            seconds = None
-            if info_path.is_file():
-                seconds = json.loads(info_path.read_text()).get("seconds")
             log.info("[%d/%d] reuse %s", i, n, what)
-            records.append(RunRecord(spec, "reused", seconds))
+            records.append(_reused_record(spec))
             continue
         if spec.teacher is not None and not (spec.teacher.model_dir / "model.json").is_file():
             raise FileNotFoundError(f"{spec.teacher.model_dir}: teacher model missing for {spec.label}")
         resume = spec.dir / "checkpoints" / "last.ckpt"
         resume_arg = str(resume) if resume.is_file() else None
         log.info("[%d/%d] %s %s", i, n, "resume" if resume_arg else "train", what)
-        spec.dir.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        result = fit(copy.deepcopy(spec.config), progress=progress, resume=resume_arg)
-        seconds = float(getattr(result, "seconds", 0.0) or (time.perf_counter() - t0))
-        if not (spec.model_dir / "model.json").is_file():
-            raise FileNotFoundError(f"{spec.model_dir}: training finished but wrote no model")
-        status = "resumed" if resume_arg else "trained"
-        _write_run_info(spec, seconds, status)
-        log.info("[%d/%d] done %s in %s", i, n, spec.label, format_seconds(seconds))
-        records.append(RunRecord(spec, status, seconds))
+        rec = _train_one(spec, fit, progress, resume_arg)
+        log.info("[%d/%d] done %s in %s", i, n, spec.label, format_seconds(rec.seconds))
+        records.append(rec)
         trained += 1
     return records, trained
 
 
-def _write_run_info(spec: RunSpec, seconds: float, status: str) -> None:
-    info = {
+def _reused_record(spec: RunSpec) -> RunRecord:
+    """A reused run's record: seconds, CPU seconds and device from its ``steelkd_run.json`` (if any)."""
+    info_path = spec.dir / RUN_INFO
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    return RunRecord(
+        spec, "reused", info.get("seconds"), cpu_seconds=info.get("cpu_seconds"), device=info.get("device")
+    )
+
+
+def _train_one(spec: RunSpec, fit: FitFn, progress: bool, resume_arg: str | None) -> RunRecord:
+    """Run ``fit`` on the spec's config, measuring wall and CPU seconds; write ``steelkd_run.json``."""
+    spec.dir.mkdir(parents=True, exist_ok=True)
+    device = _train_device(spec)
+    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    result = fit(copy.deepcopy(spec.config), progress=progress, resume=resume_arg)
+    gc.collect()  # shuts down the loaders' persistent workers, so they are reaped and counted
+    cpu1 = _cpu_seconds()
+    seconds = float(getattr(result, "seconds", 0.0) or (time.perf_counter() - t0))
+    cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+    if not (spec.model_dir / "model.json").is_file():
+        raise FileNotFoundError(f"{spec.model_dir}: training finished but wrote no model")
+    rec = RunRecord(spec, "resumed" if resume_arg else "trained", seconds, cpu_seconds=cpu, device=device)
+    _write_run_info(rec)
+    return rec
+
+
+def _cpu_seconds() -> float | None:
+    """User + system CPU seconds of this process and its reaped children so far (None: no ``resource``)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _train_device(spec: RunSpec) -> str:
+    """Where the run trains (``cpu`` or ``cuda``): :func:`steelkd.engine.train.train_device`."""
+    from steelkd.engine.train import train_device
+
+    return train_device(spec.config).type
+
+
+def _write_run_info(rec: RunRecord) -> None:
+    spec = rec.spec
+    info: dict[str, Any] = {
         "key": spec.key,
         "role": spec.role,
         "uses": spec.uses,
@@ -162,10 +213,18 @@ def _write_run_info(spec: RunSpec, seconds: float, status: str) -> None:
         "hash": spec.hash,
         "model": spec.config.model.name,
         "teacher": spec.teacher.label if spec.teacher else None,
-        "seconds": seconds,
-        "status": status,
+        "epochs": spec.config.train.epochs,
+        "seconds": rec.seconds,
+        "cpu_seconds": rec.cpu_seconds,
+        "device": rec.device,
+        "status": rec.status,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    if spec.equal_compute:
+        q = spec.equal_compute[0]
+        info.update(
+            equal_compute_of=q.of, compute_ratio=q.ratio, compute_measure=q.measure, base_epochs=q.base_epochs
+        )
     atomic_write_text(spec.dir / RUN_INFO, json.dumps(info, indent=2) + "\n")
 
 
