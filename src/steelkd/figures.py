@@ -1,4 +1,4 @@
-"""Figures for reports (matplotlib PNGs) and the training-loss history they plot.
+"""Figures for reports (matplotlib PNGs) and the training-loss and validation histories they plot.
 
 Everything here works on plain numbers, arrays and ``metrics.csv`` files, so it can be tested on fake
 inputs and used by any layer above (``steelkd.experiment`` draws the paper's Figs. 4-6 with these).
@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,17 @@ from steelkd.tables import MeanStd
 
 # ---------------------------------------------------------------------------------------- loss history
 _LOSSES = {"loss": "train/loss", "loss_kd": "train/loss_kd", "loss_ce": "train/loss_ce"}
+
+
+def _read_metrics_csv(metrics_csv: str | Path) -> tuple[Path, pd.DataFrame]:
+    """A run's ``logs/metrics.csv`` as a DataFrame; ``FileNotFoundError`` / ``ValueError`` (no ``epoch``)."""
+    path = Path(metrics_csv)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: metrics file not found")
+    df = pd.read_csv(path)
+    if "epoch" not in df.columns:
+        raise ValueError(f"{path}: no 'epoch' column")
+    return path, df
 
 
 def read_loss_history(metrics_csv: str | Path) -> pd.DataFrame:
@@ -56,12 +67,7 @@ def read_loss_history(metrics_csv: str | Path) -> pd.DataFrame:
         >>> hist = read_loss_history("runs/x/logs/metrics.csv")  # doctest: +SKIP
         >>> hist[hist.kind == "epoch"][["epoch", "loss", "loss_kd"]]  # doctest: +SKIP
     """
-    path = Path(metrics_csv)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: metrics file not found")
-    df = pd.read_csv(path)
-    if "epoch" not in df.columns:
-        raise ValueError(f"{path}: no 'epoch' column")
+    path, df = _read_metrics_csv(metrics_csv)
     step_cols = {k: next((c for c in (v + "_step", v) if c in df.columns), None) for k, v in _LOSSES.items()}
     epoch_cols = {k: (v + "_epoch") if (v + "_epoch") in df.columns else None for k, v in _LOSSES.items()}
     if step_cols["loss"] is None and epoch_cols["loss"] is None:
@@ -110,6 +116,143 @@ def read_loss_history(metrics_csv: str | Path) -> pd.DataFrame:
     frames.append(e)
     out = pd.concat(frames, ignore_index=True)[["kind", "x", "epoch", *_LOSSES]]
     return out.sort_values(["kind", "x"], kind="stable").reset_index(drop=True)
+
+
+# -------------------------------------------------------------------------------------- learning curves
+#: The wall-clock column the training logs at each validation (``steelkd.engine.recipe.ELAPSED_KEY``).
+ELAPSED_COLUMN = "time/elapsed_s"
+
+
+def read_val_curve(metrics_csv: str | Path) -> pd.DataFrame:
+    """Read the validation curve of a run from its Lightning ``logs/metrics.csv``: one row per validation.
+
+    Args:
+        metrics_csv: path of the CSVLogger file (columns ``epoch``, ``step``, ``val/mdice`` ... and, from
+            runs with the recipe callbacks, ``time/elapsed_s``).
+
+    Returns:
+        A DataFrame sorted by epoch with columns ``epoch`` (0-based, int), ``step``, ``elapsed_s``
+        (seconds of training at that validation; NaN where not logged) and every ``val/...`` column.
+        An epoch validated twice (a resumed run that redid it) keeps its last row.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: the file has no ``epoch`` or no ``val/mdice`` column.
+
+    Example:
+        >>> curve = read_val_curve("runs/x/logs/metrics.csv")  # doctest: +SKIP
+        >>> curve[["epoch", "elapsed_s", "val/mdice"]]  # doctest: +SKIP
+    """
+    path, df = _read_metrics_csv(metrics_csv)
+    if "val/mdice" not in df.columns:
+        raise ValueError(f"{path}: no 'val/mdice' column (no validation logged)")
+    rows = df[df["val/mdice"].notna()]
+    val_cols = [c for c in df.columns if c.startswith("val/")]
+    timed = ELAPSED_COLUMN in df.columns
+    out = pd.DataFrame(
+        {
+            "epoch": rows["epoch"].astype(int).to_numpy(),
+            "step": rows["step"].to_numpy() if "step" in df.columns else np.nan,
+            "elapsed_s": rows[ELAPSED_COLUMN].to_numpy(np.float64) if timed else np.nan,
+        }
+    )
+    for c in val_cols:
+        out[c] = rows[c].to_numpy(np.float64)
+    out = out.drop_duplicates("epoch", keep="last")
+    return out.sort_values("epoch", kind="stable").reset_index(drop=True)
+
+
+def plateau_epoch(values: Sequence[float] | np.ndarray, fraction: float = 0.95) -> int:
+    """Position of the first value that reaches ``fraction`` of the best (maximum) value.
+
+    The "plateau" of a learning curve of a non-negative score such as mDice: where it first comes within
+    ``1 - fraction`` of the best it ever reaches. NaN values are skipped (never the plateau).
+
+    Args:
+        values: the score at each validation, in order.
+        fraction: the share of the best value to reach, in (0, 1].
+
+    Returns:
+        The 0-based position in ``values`` (map it to an epoch with the curve's ``epoch`` column).
+
+    Raises:
+        ValueError: ``fraction`` out of range, or no finite value.
+
+    Example:
+        >>> plateau_epoch([0.1, 0.5, 0.78, 0.8, 0.79], fraction=0.95)
+        2
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"plateau fraction must be in (0, 1], got {fraction}")
+    v = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(v)
+    if not finite.any():
+        raise ValueError("plateau_epoch: no finite value")
+    best = float(v[finite].max())
+    return int(np.flatnonzero(finite & (v >= fraction * best))[0])
+
+
+def plot_learning_curves(
+    curves: Mapping[str, pd.DataFrame],
+    path: str | Path,
+    *,
+    metric: str = "val/mdice",
+    fraction: float = 0.95,
+    title: str = "Validation mDice",
+) -> Path:
+    """Validation ``metric`` of several runs against epoch (left) and wall-clock minutes (right).
+
+    One line per run, in the same colour in both panels; each run's plateau (:func:`plateau_epoch`, the
+    first validation reaching ``fraction`` of its best) is marked with a ring and named in the legend.
+    The epoch axis counts epochs trained (the logged 0-based ``epoch`` + 1). Runs without ``elapsed_s``
+    are left out of the right panel.
+
+    Args:
+        curves: run label -> its :func:`read_val_curve` frame (``epoch``, ``elapsed_s``, ``metric``).
+        path: PNG file to write.
+        metric: the column to plot.
+        fraction: the plateau's share of the best value.
+        title: figure title.
+
+    Example:
+        >>> curves = {"ema": read_val_curve("runs/ema/logs/metrics.csv")}  # doctest: +SKIP
+        >>> plot_learning_curves(curves, "learning_curves.png")  # doctest: +SKIP
+    """
+    fig, (ax_ep, ax_t) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    timed = 0
+    for i, (name, df) in enumerate(curves.items()):
+        if metric not in df.columns:
+            raise ValueError(f"plot_learning_curves: run {name!r} has no column {metric!r}")
+        d = df[df[metric].notna()].sort_values("epoch", kind="stable")
+        if not len(d):
+            continue
+        color = colors[i % len(colors)]
+        y = d[metric].to_numpy(np.float64)
+        epochs = d["epoch"].to_numpy(np.float64) + 1.0  # epochs trained at that validation
+        k = plateau_epoch(y, fraction)
+        label = f"{name} (plateau epoch {int(epochs[k])}, best {np.nanmax(y):.3f})"
+        ax_ep.plot(epochs, y, "-", marker=".", color=color, label=label)
+        ax_ep.plot(epochs[k], y[k], "o", mfc="none", mec=color, markersize=11, markeredgewidth=1.8)
+        if "elapsed_s" in d.columns and d["elapsed_s"].notna().any():
+            minutes = d["elapsed_s"].to_numpy(np.float64) / 60.0
+            ok = np.isfinite(minutes)
+            ax_t.plot(minutes[ok], y[ok], "-", marker=".", color=color, label=name)
+            if ok[k]:
+                ax_t.plot(minutes[k], y[k], "o", mfc="none", mec=color, markersize=11, markeredgewidth=1.8)
+            timed += 1
+    if not timed:
+        ax_t.text(0.5, 0.5, "no time/elapsed_s logged", ha="center", va="center", transform=ax_t.transAxes)
+    ax_ep.set_xlabel("epoch")
+    ax_t.set_xlabel("wall-clock minutes")
+    ax_ep.set_ylabel(metric)
+    for ax in (ax_ep, ax_t):
+        ax.grid(True, alpha=0.3)
+    if curves:
+        ax_ep.legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"{title} (ring: first validation at {fraction:.0%} of the run's best)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -325,7 +468,7 @@ def plot_calibration(calibration: Any, path: str | Path) -> Path:
                 ax.plot(rec[cal.index[0]], prec[cal.index[0]], "k*", markersize=12)
             half = int(np.argmin(np.abs(np.asarray(calibration.thresholds) - 0.5)))
             ax.plot(rec[half], prec[half], "o", mfc="none", mec="gray", markersize=9)
-        chosen = (f"t={cal.threshold:g}, min area {cal.min_area:g}" if cal.calibrated else "default kept")
+        chosen = f"t={cal.threshold:g}, min area {cal.min_area:g}" if cal.calibrated else "default kept"
         ax.set_title(f"{cal.name}\n{chosen}", fontsize=9)
         ax.set_xlim(0, 1.02)
         ax.set_ylim(0, 1.02)
@@ -333,10 +476,12 @@ def plot_calibration(calibration: Any, path: str | Path) -> Path:
         ax.set_ylabel("precision")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
-    for ax in axes.ravel()[len(classes):]:
+    for ax in axes.ravel()[len(classes) :]:
         ax.axis("off")
     what = calibration.target + (f" {calibration.value:g}" if calibration.value is not None else "")
-    fig.suptitle(f"calibration on {calibration.num_images} images, target {what} "
-                 "(star: chosen, ring: threshold 0.5)", fontsize=10)
+    fig.suptitle(
+        f"calibration on {calibration.num_images} images, target {what} (star: chosen, ring: threshold 0.5)",
+        fontsize=10,
+    )
     fig.tight_layout()
     return _save(fig, path)

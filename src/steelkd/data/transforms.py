@@ -1,4 +1,4 @@
-"""The training augmentations (albumentations): random crop, flips, brightness/contrast.
+"""The training augmentations (albumentations): random rescale, random crop, flips, brightness/contrast.
 
 They act on ``uint8`` RGB ``H x W x 3`` images and their label maps together, before
 :func:`steelkd.data.image.normalize`.
@@ -18,21 +18,32 @@ import cv2
 
 __all__ = ["build_train_transform"]
 
+
 def build_train_transform(
     crop: Sequence[int] | None = (256, 512),
     hflip: float = 0.5,
     vflip: float = 0.5,
     brightness_contrast: float = 0.5,
+    *,
+    scale_jitter: Sequence[float] | None = None,
 ) -> A.Compose | None:
-    """The training augmentation: random crop (padding first if the image is smaller), flips and
-    brightness/contrast jitter. Geometric steps move the image and the label map together; the pad value
-    is 0 for both (black image, background label).
+    """The training augmentation: optional random rescale, random crop (padding first if the image is
+    smaller), flips and brightness/contrast jitter. Geometric steps move the image and the label map
+    together; the pad value is 0 for both (black image, background label).
+
+    With ``scale_jitter = [low, high]`` each image is first resized by one factor drawn uniformly in
+    ``[low, high]`` (both sides, aspect kept; new size ``int(side * factor)``): the image bilinearly, the
+    label map and every other mask target (e.g. the teacher-logit cache's ``"teacher"``) by
+    centre-aligned nearest neighbour (``cv2.INTER_NEAREST_EXACT``), so labels stay labels and sit on the
+    same pixels as the image. The crop then pads a rescaled image smaller than it.
 
     Args:
         crop: ``[height, width]`` of the random crop; empty or ``None``: keep the full image.
         hflip: probability of a horizontal flip.
         vflip: probability of a vertical flip.
         brightness_contrast: probability of a random brightness/contrast change (limits ±0.2).
+        scale_jitter: ``[low, high]`` range of the random rescale factor, ``0 < low <= high``; empty or
+            ``None``: no rescale. Without a crop the output size then varies from image to image.
 
     Returns:
         An ``albumentations.Compose`` called as ``t(image=img, mask=mask)``, or ``None`` when every
@@ -44,8 +55,22 @@ def build_train_transform(
         >>> out = t(image=np.zeros((20, 100, 3), np.uint8), mask=np.zeros((20, 100), np.uint8))
         >>> out["image"].shape, out["mask"].shape
         ((32, 48, 3), (32, 48))
+        >>> t = build_train_transform(crop=[32, 48], scale_jitter=[0.5, 2.0])
+        >>> out = t(image=np.zeros((40, 60, 3), np.uint8), mask=np.zeros((40, 60), np.uint8))
+        >>> out["image"].shape, out["mask"].shape
+        ((32, 48, 3), (32, 48))
     """
     steps: list[A.BasicTransform] = []
+    if scale_jitter:
+        low, high = _scale_range(scale_jitter)
+        steps.append(
+            A.RandomScale(
+                scale_limit=(low - 1.0, high - 1.0),
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST_EXACT,
+                p=1.0,
+            )
+        )
     if crop:
         if len(crop) != 2 or min(int(c) for c in crop) < 1:
             raise ValueError(f"crop must be [height, width] with positive sizes, got {list(crop)}")
@@ -67,3 +92,11 @@ def build_train_transform(
     if not steps:
         return None
     return A.Compose(steps)
+
+
+def _scale_range(scale_jitter: Sequence[float]) -> tuple[float, float]:
+    """``(low, high)`` of a ``[low, high]`` scale range; ``ValueError`` unless ``0 < low <= high``."""
+    values = [float(v) for v in scale_jitter]
+    if len(values) != 2 or not 0 < values[0] <= values[1]:
+        raise ValueError(f"scale_jitter must be [low, high] with 0 < low <= high, got {list(scale_jitter)}")
+    return values[0], values[1]
