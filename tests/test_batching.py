@@ -78,6 +78,7 @@ def test_training_validates_a_data_set_of_mixed_image_sizes(tmp_path: Path) -> N
     cfg.data.kind, cfg.data.root = "folder", str(root)
     cfg.data.class_names = ["background", "a", "b"]
     cfg.data.train_split, cfg.data.test_split = "train", "val"
+    cfg.data.val_fraction = 0  # the "val" folder (every size) validates
     cfg.data.crop, cfg.data.batch_size, cfg.data.num_workers = [48, 64], 4, 0
     cfg.model.name = "resunet_convnext_atto"
     cfg.train.epochs, cfg.train.precision, cfg.train.accelerator = 1, "32", "cpu"

@@ -180,7 +180,7 @@ def test_ddp_two_processes_validation_equals_single_process(synth_root: Path, tm
     from steelkd.data import build_datasets
     from steelkd.metrics import SegMetrics
 
-    _, val_ds = build_datasets(single.data)
+    val_ds = build_datasets(single.data).val
     model, _ = load_model(tmp_path / "ddp/model")
     metric = SegMetrics(5)
     with torch.inference_mode():

@@ -111,7 +111,7 @@ def test_evaluate_real_tiny_model_on_synth(synth_root: Path) -> None:
     from steelkd.data import build_datasets
     from steelkd.models import create_model
 
-    _, val = build_datasets(DataConfig(kind="severstal", root=str(synth_root), crop=[64, 128]))
+    val = build_datasets(DataConfig(kind="severstal", root=str(synth_root), crop=[64, 128])).test
     torch.manual_seed(0)
     model = create_model("resunet_convnext_atto", num_classes=5)
     res = evaluate_model(model, val, batch_size=2)
@@ -182,7 +182,7 @@ def test_cli_evaluate_and_bench(tmp_path: Path, synth_root: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "mean (defects)" in res.output
     saved = json.loads(out.read_text())
-    _, val = build_datasets(DataConfig(kind="severstal", root=str(synth_root)))
+    val = build_datasets(DataConfig(kind="severstal", root=str(synth_root))).test
     direct = evaluate_model(model, val)
     assert saved["mdice"] == pytest.approx(direct["mdice"])
     assert saved["num_images"] == len(val)

@@ -63,7 +63,7 @@ def test_export_reviewed_writes_label_maps_training_reads(served: tuple[TestClie
     from steelkd.config import DataConfig
     from steelkd.data.build import build_datasets
 
-    train, val = build_datasets(DataConfig(kind="folder", root=str(out), crop=[]))
+    train, _, val = build_datasets(DataConfig(kind="folder", root=str(out), crop=[], val_fraction=0))
     assert len(train) + len(val) == 2 and train.class_names == ["background", "dark", "bright", "scratch"]
     ids = sorted([*train.ids, *val.ids])
     ds, i = (train, train.ids.index(done)) if done in train.ids else (val, val.ids.index(done))

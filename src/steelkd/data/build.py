@@ -89,7 +89,9 @@ def _severstal(cfg: DataConfig) -> tuple[SeverstalDataset, SeverstalDataset]:
     classes = image_classes(table, extra)
     split = load_or_create_split(split_path(cfg), classes, seed=cfg.seed, test_fraction=cfg.test_fraction)
     masks = masks_by_image(table)
-    transform = build_train_transform(cfg.crop, cfg.hflip, cfg.vflip, cfg.brightness_contrast)
+    transform = build_train_transform(
+        cfg.crop, cfg.hflip, cfg.vflip, cfg.brightness_contrast, scale_jitter=cfg.scale_jitter
+    )
     train = SeverstalDataset(image_dir, split["train"], masks, cfg.class_names, transform)
     test = SeverstalDataset(image_dir, split["test"], masks, cfg.class_names, None)
     return train, test
@@ -144,7 +146,9 @@ def folder_split(
 
 
 def _folder(cfg: DataConfig) -> tuple[FolderDataset, FolderDataset]:
-    transform = build_train_transform(cfg.crop, cfg.hflip, cfg.vflip, cfg.brightness_contrast)
+    transform = build_train_transform(
+        cfg.crop, cfg.hflip, cfg.vflip, cfg.brightness_contrast, scale_jitter=cfg.scale_jitter
+    )
     names = folder_class_names(cfg)
     if is_flat(cfg.root):
         split = folder_split(cfg.root, split_path(cfg), seed=cfg.seed, test_fraction=cfg.test_fraction)

@@ -30,6 +30,7 @@ from steelkd.engine.callbacks import reliability_callbacks
 from steelkd.engine.datamodule import SegDataModule
 from steelkd.engine.distiller import DistillerModule, LiveTeacher
 from steelkd.engine.logit_cache import CachedTeacher, open_or_build
+from steelkd.engine.recipe import recipe_callbacks
 from steelkd.engine.segmenter import SegmenterModule, build_model
 from steelkd.io import atomic_write_text
 from steelkd.losses import build_distill_loss, class_weights
@@ -209,7 +210,7 @@ def build_trainer(
         save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
-    callbacks = [ckpt, last, *reliability_callbacks(), *(callbacks or [])]
+    callbacks = [ckpt, last, *reliability_callbacks(), *recipe_callbacks(cfg), *(callbacks or [])]
     if progress:
         try:
             callbacks.append(RichProgressBar())
