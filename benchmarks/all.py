@@ -43,20 +43,30 @@ TARGETS: dict[str, tuple[str, float]] = {
 #: What bounds a ratio that misses its target and what would close it (measured facts; docs/speed.md).
 NOTES: dict[str, str] = {
     "student_int8_vs_smp_fp32": (
-        "OpenVINO int8 runs about as fast as OpenVINO bf16 on this AMD EPYC (compare the two rows below): "
-        "the int8 kernels do not beat the bf16 ones here, so int8 adds little over the best non-int8 "
-        "backend. Not profiled per layer yet; next: measure on the Intel Xeon (VNNI without AMX) and check "
-        "which ops stay in fp32/bf16 after quantisation."
+        "OpenVINO int8 is no faster than OpenVINO bf16 on the CPUs measured (AMD EPYC; an Intel Xeon with"
+        " AMX, where int8 is slower). `python benchmarks/ov_profile.py` (per-layer counters, Intel Xeon "
+        "with AMX, 256x1600): the quantised matrix products do get faster (FullyConnected 144 -> 81 ms) "
+        "but int8 adds layout Reorders (35 -> 93 ms), FakeQuantize (31 ms) and an unfused PowerStatic "
+        "(112 ms) around the LayerNorms and GELUs, which stay in bf16. What would close it: quantising "
+        "only the 1x1 convolutions/FC layers and keeping LayerNorm+GELU fused (NNCF ignored scopes), or a"
+        " runtime that fuses int8 ConvNeXt blocks."
     ),
     "train_student_fast_vs_plain": (
-        "Measured fast settings are bf16 autocast and channels-last only (see the training table); "
-        "torch.compile of the training step and the decoded-image cache (data.cache_images) are not in "
-        "this measurement yet."
+        "The fast settings measured are bf16 autocast, channels-last and torch.compile (the +compile rows). "
+        "bf16 speeds the atto student's step at 128x128, batch 8, little on CPU (1.11x on an Intel Xeon "
+        "with AMX, 1.36x on an AMD EPYC): its matrix products are small and much of the step is "
+        "elementwise and memory-bound work (depthwise convolutions, LayerNorm, upsampling, AdamW); not "
+        "profiled per operator yet. torch.compile (inductor) makes the step slower on CPU "
+        "(see the +compile rows) and costs about a minute of compilation, so train.compile stays off; "
+        "data.cache_images takes JPEG decoding out of the loader, which this step measurement does not "
+        "include. What would close it: a GPU, or larger batches and crops where bf16 matrix products "
+        "dominate."
     ),
     "distill_step_vs_student_step": (
-        "Every distillation step runs the teacher's forward pass (nano+GC+FF: its training step costs "
-        "~4.5x the student's in the table below); the teacher-logit cache (distill.logit_cache) removes "
-        "it from the step at a measured cost in accuracy (docs/speed.md)."
+        "Every live distillation step runs the teacher's forward pass (nano+GC+FF: its training step costs "
+        "~3.6-4.5x the student's in the table below, its no-grad forward about a third of that); the "
+        "teacher-logit cache (distill.logit_cache) removes it from the step (the cached ratio) at a measured "
+        "cost in accuracy (docs/speed.md), and a smaller teacher (femto+GC+FF) costs less."
     ),
     "distill_cached_step_vs_student_step": (
         "The cached step is the student step plus the CWD loss on logits the batch brings; what is left "
@@ -92,7 +102,8 @@ def collect(full: bool) -> dict[str, Any]:
         pred_md, pred = _run("predict.py", pred_args, t / "predict.json")
         train_args = ["--teacher", "resunet_convnext_nano_gc_ff", "--student", "resunet_convnext_atto",
                       "--batch", "8", "--crop", "128x128", "--classes", "4",
-                      "--precisions", "fp32,bf16,fp32-cl,bf16-cl,fp32-cl+compile,bf16-cl+compile"]  # fmt: skip
+                      "--precisions",
+                      "fp32,bf16,fp32-cl,bf16-cl,fp32-cl+compile,bf16-cl+compile"]  # fmt: skip
         train_args += ["--repeats", "5" if full else "3", "--warmup", "2" if full else "1"]
         train_md, train = _run("train.py", train_args, t / "train.json")
         rle_md, rle = ("", {})

@@ -119,7 +119,8 @@ def to_markdown(res: dict[str, Any]) -> str:
         "",
         f"Peak of this CPU: derived from its flags {p['theoretical_gflops']['fp32']:.0f} GFLOP/s fp32 "
         f"({p['cores']} cores x 2 FMA x {p['fp32_lanes']} lanes x 2 x {p['ghz']:.2f} GHz), "
-        f"{p['theoretical_gflops']['bf16']:.0f} bf16, {p['theoretical_gflops']['int8']:.0f} int8; "
+        f"{p['theoretical_gflops']['bf16']:.0f} bf16, {p['theoretical_gflops']['int8']:.0f} int8"
+        f"{' (AMX tiles: 1,024 bf16 / 2,048 int8 per cycle and core)' if p.get('amx') else ''}; "
         f"calibration matmul {p['matmul_gflops']['fp32']:.0f} GFLOP/s fp32, "
         f"{p['matmul_gflops']['bf16']:.0f} bf16.",
         "",

@@ -42,7 +42,9 @@ from steelkd.models import create_model
 from steelkd.runtime import autocast_dtype, device_name, resolve_device
 
 
-def _timed(fn: Any, repeats: int, warmup: int, device: torch.device, first: list[float] | None = None) -> float:
+def _timed(
+    fn: Any, repeats: int, warmup: int, device: torch.device, first: list[float] | None = None
+) -> float:
     for i in range(warmup):
         t = time.perf_counter()
         fn()

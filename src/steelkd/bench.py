@@ -229,12 +229,14 @@ def cpu_peak(calibrate: bool = True) -> dict[str, Any]:
 
     ``theoretical_gflops`` = cores x 2 FMA units x SIMD fp32 lanes (16 with AVX-512, 8 with AVX2) x 2
     FLOP x the clock in ``/proc/cpuinfo``; bf16 doubles it where the CPU has AVX-512 BF16 (VDPBF16PS),
-    int8 quadruples it with VNNI (VPDPBUSD). Two FMA units per core is an assumption (true for current
+    int8 quadruples it with VNNI (VPDPBUSD); with AMX (``amx_bf16`` / ``amx_int8``: Sapphire Rapids and
+    later) the tile unit's 1,024 bf16 FLOP and 2,048 int8 operations per cycle and core are the bf16 and
+    int8 peaks instead. Two FMA units per core is an assumption (true for current
     server x86 cores; AMD Zen 4 splits AVX-512 into two 256-bit halves, which halves the real fp32 figure),
     which is why the measured matmul rates (``matmul_gflops``) are reported beside it.
 
     Returns:
-        ``cores``, ``ghz``, ``fp32_lanes``, ``theoretical_gflops`` {fp32, bf16, int8}, and with
+        ``cores``, ``ghz``, ``fp32_lanes``, ``amx``, ``theoretical_gflops`` {fp32, bf16, int8}, and with
         ``calibrate`` ``matmul_gflops`` {fp32, bf16}.
     """
     flags = cpu_flags()
@@ -242,14 +244,18 @@ def cpu_peak(calibrate: bool = True) -> dict[str, Any]:
     ghz = _cpu_ghz()
     lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
     fp32 = cores * 2 * lanes * 2 * ghz
+    bf16 = cores * 1024 * ghz if "amx_bf16" in flags else fp32 * (2 if cpu_has_bf16() else 1)
+    vnni = bool(flags & {"avx512_vnni", "avx_vnni"})
+    int8 = cores * 2048 * ghz if "amx_int8" in flags else fp32 * (4 if vnni else 1)
     out: dict[str, Any] = {
         "cores": cores,
         "ghz": ghz,
         "fp32_lanes": lanes,
+        "amx": bool(flags & {"amx_bf16", "amx_int8"}),
         "theoretical_gflops": {
             "fp32": fp32,
-            "bf16": fp32 * (2 if cpu_has_bf16() else 1),
-            "int8": fp32 * (4 if flags & {"avx512_vnni", "avx_vnni", "amx_int8"} else 1),
+            "bf16": bf16,
+            "int8": int8,
         },
     }
     if calibrate:
