@@ -139,6 +139,8 @@ class TrainConfig:
         compile: compile the student's forward with ``torch.compile`` (inductor) when training starts; the
             state dict and checkpoints are unchanged. Off by default: on the 2-core CPUs measured it costs a
             minute of compilation and makes the step slower, not faster (docs/speed.md); try it on a GPU.
+            Experimental on CPU: in one fresh environment inductor failed on the *eval-mode* forward
+            (a stride assertion in mkldnn's fused convolution), which validation would hit.
         seed: global seed (``lightning.seed_everything``).
         deterministic: ask torch for deterministic algorithms.
         val_every: validate every N epochs.
