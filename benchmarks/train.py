@@ -79,7 +79,7 @@ def _child(job: dict[str, Any], queue: Any) -> None:
 
     student = create_model(job["student"], num_classes=classes).to(device, memory_format=fmt).train()
     if compiled:
-        student.compile()  # in place: the state dict keeps its keys (what train.compile does)
+        student.compile(dynamic=False)  # in place, static shapes: what train.compile does
     opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
     out: dict[str, Any] = {}
     first: list[float] = []

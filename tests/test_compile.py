@@ -20,6 +20,7 @@ def _module(compile_: bool) -> SegmenterModule:
 
 
 def test_compile_is_in_place_and_keeps_the_state_dict() -> None:
+    torch._dynamo.reset()  # no compiled state from earlier tests in this process
     eager, compiled = _module(False), _module(True)
     eager.on_fit_start()
     compiled.on_fit_start()

@@ -63,7 +63,9 @@ class SegmenterModule(L.LightningModule):
         if self.cfg.train.channels_last:
             self.to(memory_format=torch.channels_last)  # the student, and a distiller's teacher
         if self.cfg.train.compile:
-            self.model.compile()  # in place: the student only; its state dict keeps its keys
+            # in place: the student only; its state dict keeps its keys. Static shapes: a new input shape
+            # recompiles instead of taking inductor's dynamic-shape path (which failed on CPU in CI)
+            self.model.compile(dynamic=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.cfg.train.channels_last:
