@@ -15,10 +15,10 @@ import torch
 from steelkd.config import Config, DistillConfig
 from steelkd.data import synth
 from steelkd.engine import fit
-from steelkd.engine import train as train_mod
 from steelkd.engine.recipe import ELAPSED_KEY, ElapsedTime, StudentEMA, recipe_callbacks
 from steelkd.figures import plateau_epoch, plot_learning_curves, read_val_curve
 from steelkd.models import create_model, load_model, make_card, save_model
+from test_engine import tiny_config as engine_config
 
 H, W = 64, 128
 
@@ -30,41 +30,11 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def recipe_wired(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make ``fit`` use the recipe callbacks whether or not ``build_trainer`` adds them itself yet."""
-    original = train_mod.build_trainer
-
-    def build(cfg: Config, out: Path, **kw: Any) -> Any:
-        trainer, ckpt = original(cfg, out, **kw)
-        if any(isinstance(c, ElapsedTime) for c in trainer.callbacks):
-            return trainer, ckpt
-        return original(
-            cfg, out, **{**kw, "callbacks": [*recipe_callbacks(cfg), *(kw.get("callbacks") or [])]}
-        )
-
-    monkeypatch.setattr(train_mod, "build_trainer", build)
-
-
 def tiny_config(root: Path, out: Path, **train: object) -> Config:
-    cfg = Config(name="t")
-    cfg.data.kind = "severstal"
-    cfg.data.root = str(root)
-    cfg.data.split_file = str(out.parent / "split.json")
-    cfg.data.crop = [H, 64]
-    cfg.data.batch_size = 4
-    cfg.data.num_workers = 0
-    cfg.data.max_val_images = 3
-    cfg.model.name = "resunet_convnext_atto"
-    cfg.train.lr = 3e-3
-    cfg.train.epochs = 2
-    cfg.train.precision = "32"
-    cfg.train.accelerator = "cpu"
-    cfg.train.log_every = 1
-    cfg.train.limit_train_batches = 2
-    cfg.train.out_dir = str(out)
-    for k, v in train.items():
-        setattr(cfg.train, k, v)
+    """test_engine's tiny run made smaller: 64-pixel-wide crops, batch 4, 3 validation images, 2 training
+    batches per epoch, lr 3e-3 (``train`` overrides any ``train.*`` field)."""
+    cfg = engine_config(root, out, **{"lr": 3e-3, "limit_train_batches": 2, **train})
+    cfg.data.crop, cfg.data.batch_size, cfg.data.max_val_images = [H, 64], 4, 3
     return cfg
 
 
