@@ -56,6 +56,10 @@ class DataConfig:
             early stopping and every recipe choice use it; the test split is scored once per final model.
             ``0``: no validation split, the test split validates (biased; quick checks only).
         crop: training random-crop size ``[height, width]``; empty list: no crop (full image).
+        crop_on_defect: share of the training crops placed over a defect: each crop, with this
+            probability, contains a pixel drawn at random among the image's non-background pixels (the
+            crop is uniform when the image has none); the others are uniform random crops (nnU-Net's
+            foreground oversampling). ``0``: every crop uniform.
         scale_jitter: ``[low, high]`` random rescale of each training image by a factor drawn in that range
             before the crop (e.g. ``[0.75, 1.25]``); empty list: off.
         hflip, vflip, brightness_contrast: probabilities of those augmentations in training.
@@ -79,6 +83,7 @@ class DataConfig:
     test_fraction: float = 0.2
     val_fraction: float = 0.1
     crop: list[int] = field(default_factory=lambda: [256, 512])
+    crop_on_defect: float = 0.0
     scale_jitter: list[float] = field(default_factory=list)
     hflip: float = 0.5
     vflip: float = 0.5
@@ -361,6 +366,7 @@ _RANGES: tuple[tuple[str, str, float, float], ...] = (
     ("data", "num_workers", 0, math.inf),
     ("data", "test_fraction", 0, 1),
     ("data", "val_fraction", 0, 0.9),
+    ("data", "crop_on_defect", 0, 1),
     ("data", "hflip", 0, 1),
     ("data", "vflip", 0, 1),
     ("data", "brightness_contrast", 0, 1),

@@ -67,6 +67,18 @@ def split_path(cfg: DataConfig) -> Path:
     return Path(cfg.split_file) if cfg.split_file else Path(cfg.root) / SPLIT_FILENAME
 
 
+def train_transform(cfg: DataConfig) -> Any:
+    """The training augmentation ``cfg`` asks for (:func:`~steelkd.data.transforms.build_train_transform`)."""
+    return build_train_transform(
+        cfg.crop,
+        cfg.hflip,
+        cfg.vflip,
+        cfg.brightness_contrast,
+        scale_jitter=cfg.scale_jitter,
+        crop_on_defect=cfg.crop_on_defect,
+    )
+
+
 def _first(ds: SegDataset, n: int) -> SegDataset:
     """The first ``n`` items of ``ds`` (0: all)."""
     return ds.subset(range(min(len(ds), n)), ds.transform) if n else ds
@@ -89,9 +101,7 @@ def _severstal(cfg: DataConfig) -> tuple[SeverstalDataset, SeverstalDataset]:
     classes = image_classes(table, extra)
     split = load_or_create_split(split_path(cfg), classes, seed=cfg.seed, test_fraction=cfg.test_fraction)
     masks = masks_by_image(table)
-    transform = build_train_transform(
-        cfg.crop, cfg.hflip, cfg.vflip, cfg.brightness_contrast, scale_jitter=cfg.scale_jitter
-    )
+    transform = train_transform(cfg)
     train = SeverstalDataset(image_dir, split["train"], masks, cfg.class_names, transform)
     test = SeverstalDataset(image_dir, split["test"], masks, cfg.class_names, None)
     return train, test
@@ -146,9 +156,7 @@ def folder_split(
 
 
 def _folder(cfg: DataConfig) -> tuple[FolderDataset, FolderDataset]:
-    transform = build_train_transform(
-        cfg.crop, cfg.hflip, cfg.vflip, cfg.brightness_contrast, scale_jitter=cfg.scale_jitter
-    )
+    transform = train_transform(cfg)
     names = folder_class_names(cfg)
     if is_flat(cfg.root):
         split = folder_split(cfg.root, split_path(cfg), seed=cfg.seed, test_fraction=cfg.test_fraction)

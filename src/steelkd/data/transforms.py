@@ -1,4 +1,5 @@
-"""The training augmentations (albumentations): random rescale, random crop, flips, brightness/contrast.
+"""The training augmentations (albumentations): random rescale, random crop (optionally over a defect),
+flips, brightness/contrast.
 
 They act on ``uint8`` RGB ``H x W x 3`` images and their label maps together, before
 :func:`steelkd.data.image.normalize`.
@@ -26,6 +27,7 @@ def build_train_transform(
     brightness_contrast: float = 0.5,
     *,
     scale_jitter: Sequence[float] | None = None,
+    crop_on_defect: float = 0.0,
 ) -> A.Compose | None:
     """The training augmentation: optional random rescale, random crop (padding first if the image is
     smaller), flips and brightness/contrast jitter. Geometric steps move the image and the label map
@@ -44,6 +46,10 @@ def build_train_transform(
         brightness_contrast: probability of a random brightness/contrast change (limits ±0.2).
         scale_jitter: ``[low, high]`` range of the random rescale factor, ``0 < low <= high``; empty or
             ``None``: no rescale. Without a crop the output size then varies from image to image.
+        crop_on_defect: probability that the crop is placed over a defect: it then contains a pixel drawn
+            uniformly among the label map's non-zero (non-background) pixels
+            (``albumentations.CropNonEmptyMaskIfExists``; uniform when the map has none). The other crops
+            are uniform (``RandomCrop``). Needs ``crop``.
 
     Returns:
         An ``albumentations.Compose`` called as ``t(image=img, mask=mask)``, or ``None`` when every
@@ -80,7 +86,7 @@ def build_train_transform(
                 min_height=ch, min_width=cw, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=1.0
             )
         )
-        steps.append(A.RandomCrop(height=ch, width=cw, p=1.0))
+        steps.append(_crop(ch, cw, crop_on_defect))
     if hflip > 0:
         steps.append(A.HorizontalFlip(p=hflip))
     if vflip > 0:
@@ -92,6 +98,19 @@ def build_train_transform(
     if not steps:
         return None
     return A.Compose(steps)
+
+
+def _crop(height: int, width: int, on_defect: float) -> A.BasicTransform:
+    """A ``height x width`` crop, over a defect pixel with probability ``on_defect``, uniform otherwise."""
+    if not 0 <= on_defect <= 1:
+        raise ValueError(f"crop_on_defect must be in 0..1, got {on_defect}")
+    if on_defect == 0:
+        return A.RandomCrop(height=height, width=width, p=1.0)
+    on = A.CropNonEmptyMaskIfExists(height=height, width=width, ignore_values=[0], p=on_defect)
+    if on_defect == 1:
+        return on
+    # OneOf draws one child with probability proportional to its p
+    return A.OneOf([on, A.RandomCrop(height=height, width=width, p=1.0 - on_defect)], p=1.0)
 
 
 def _scale_range(scale_jitter: Sequence[float]) -> tuple[float, float]:
