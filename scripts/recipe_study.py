@@ -6,6 +6,7 @@ here. A study file (YAML) names a base run config and the variants, each a list 
 
     base: configs/neu_seg/atto.yaml
     out: /work/study_out/recipe_neu_seg      # run folders (never committed)
+    sets: [train.epochs=6]                    # optional: overrides of every variant, before its own
     variants:
       ce_median_freq: [train.class_weights=median_freq]
       ce_plain: [train.class_weights=none]
@@ -37,6 +38,11 @@ def _variants(study: dict[str, Any], only: list[str]) -> dict[str, list[str]]:
     if unknown:
         raise SystemExit(f"error: unknown variant {unknown[0]} (known: {', '.join(variants)})")
     return {k: v for k, v in variants.items() if not only or k in only}
+
+
+def _common(study: dict[str, Any]) -> list[str]:
+    """The ``sets:`` of the study: overrides applied to every variant before its own."""
+    return [str(s) for s in (study.get("sets") or [])]
 
 
 def train_variant(base: str, out: Path, name: str, sets: list[str]) -> None:
@@ -85,7 +91,9 @@ def report(study: dict[str, Any], out: Path, dest: Path) -> None:
     lines = [
         f"# Recipe study: {study.get('title', dest.name)}",
         "",
-        f"Base config `{study['base']}`; every figure is on the **validation** split (best epoch by "
+        f"Base config `{study['base']}`"
+        + (f" with `{'`, `'.join(_common(study))}` in every variant" if _common(study) else "")
+        + "; every figure is on the **validation** split (best epoch by "
         "validation mDice); the test split is not read. Plateau: first epoch at >= 95% of the best.",
         f"Command: `python scripts/recipe_study.py {study.get('_path', 'STUDY.yaml')} --report {dest}`.",
         *([str(study["note"])] if study.get("note") else []),
@@ -121,7 +129,7 @@ def main() -> None:
     out = Path(study.get("out") or "runs/recipe_study")
     if not args.no_train:
         for name, sets in _variants(study, args.only).items():
-            train_variant(study["base"], out, name, sets)
+            train_variant(study["base"], out, name, [*_common(study), *sets])
     if args.report:
         report(study, out, Path(args.report))
 
