@@ -1,4 +1,4 @@
-"""data.crop_on_defect: the share of training crops that contain a defect pixel, and crops that stay aligned."""
+"""data.crop_on_defect: the share of training crops over a defect pixel, and crops that stay aligned."""
 
 from __future__ import annotations
 
@@ -52,13 +52,14 @@ def test_empty_mask_falls_back_to_a_uniform_crop_and_bad_values_are_refused() ->
     assert t(image=image, mask=np.zeros((H, W), np.uint8))["image"].shape == (CROP, CROP, 3)
     with pytest.raises(ValueError, match="crop_on_defect"):
         build_train_transform([CROP, CROP], crop_on_defect=1.5)
-    with pytest.raises(ConfigError, match="data.crop_on_defect"):
+    with pytest.raises(ConfigError, match=r"data\.crop_on_defect"):
         load_config(None, ["data.crop_on_defect=2"])
 
 
 def test_config_reaches_the_training_transform(tmp_path) -> None:
-    cfg = load_config(None, ["data.kind=synth", f"data.root={tmp_path}", "data.synth_n=12",
-                             "data.crop=[32,64]", "data.crop_on_defect=1.0", "data.val_fraction=0.2"])  # fmt: skip
+    overrides = ["data.kind=synth", f"data.root={tmp_path}", "data.synth_n=12", "data.crop=[32,64]",
+                 "data.crop_on_defect=1.0", "data.val_fraction=0.2"]  # fmt: skip
+    cfg = load_config(None, overrides)
     splits = build_datasets(cfg.data)
     with_defect = [splits.train[i][1].any().item() for i in range(len(splits.train))
                    if splits.train.classes_present(i)]  # fmt: skip
