@@ -22,14 +22,14 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/all.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 
 test: lint
 	$(BIN)/python -m pytest -q
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks scripts
 
 clean:
 	rm -rf demo_out .pytest_cache .ruff_cache

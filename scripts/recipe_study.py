@@ -17,7 +17,10 @@ here. A study file (YAML) names a base run config and the variants, each a list 
 Each variant trains with :func:`steelkd.engine.fit` into ``<out>/<variant>`` (skipped when its
 ``best_metrics.json`` exists; resumed from ``last.ckpt`` when one is there), then the report folder gets
 ``recipe.md`` (a table of the best validation metrics, epoch and minutes of every finished variant),
-``recipe.json`` and ``recipe_curves.png`` (validation mDice per epoch and per minute).
+``recipe.json``, ``recipe_curves.png`` (validation mDice per epoch and per minute) and
+``curves/<variant>.csv`` (each variant's validation curve). Run folders do not outlive a machine, the report
+folder is committed: a variant whose run folder is absent keeps its row of the earlier ``recipe.json`` and its
+curve file (when its overrides are unchanged), so a study grows over sessions without retraining.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from steelkd.config import load_config, read_yaml_mapping
 from steelkd.io import atomic_write_text
@@ -48,6 +53,7 @@ def _common(study: dict[str, Any]) -> list[str]:
 def train_variant(base: str, out: Path, name: str, sets: list[str]) -> None:
     """Train one variant into ``out/name`` unless it is finished; resume from its last checkpoint."""
     from steelkd.engine import fit
+    from steelkd.runtime import device_name
 
     run = out / name
     if (run / "best_metrics.json").is_file():
@@ -60,34 +66,62 @@ def train_variant(base: str, out: Path, name: str, sets: list[str]) -> None:
     fit(cfg, progress=False, resume=str(last) if last.is_file() else None)
     seconds = time.perf_counter() - t0
     prior = json.loads((run / "study_run.json").read_text()) if (run / "study_run.json").is_file() else {}
-    info = {"variant": name, "sets": sets, "seconds": prior.get("seconds", 0.0) + seconds}
+    info = {"variant": name, "sets": sets, "seconds": prior.get("seconds", 0.0) + seconds,
+            "machine": device_name("cpu")}  # fmt: skip
     atomic_write_text(run / "study_run.json", json.dumps(info, indent=2) + "\n")
 
 
-def report(study: dict[str, Any], out: Path, dest: Path) -> None:
-    """Write ``recipe.md``, ``recipe.json`` and ``recipe_curves.png`` for the finished variants."""
-    from steelkd.figures import plateau_epoch, plot_learning_curves, read_val_curve
+def _measured(run: Path, name: str, sets: list[str]) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The row and the validation curve of a variant finished in ``run``."""
+    from steelkd.figures import plateau_epoch, read_val_curve
+    from steelkd.runtime import device_name
 
+    best = json.loads((run / "best_metrics.json").read_text())
+    info = json.loads((run / "study_run.json").read_text()) if (run / "study_run.json").is_file() else {}
+    curve = read_val_curve(run / "logs" / "metrics.csv")
+    classes = load_config(run / "config.yaml").data.class_names[1:]
+    row = {"variant": name, "sets": sets, "val_mdice": best["mdice"], "val_miou_bg": best["miou_bg"],
+           "val_dice": dict(zip(classes, best["dice"], strict=True)), "best_epoch": best["epoch"],
+           "plateau_epoch": int(curve["epoch"].iloc[plateau_epoch(curve["val/mdice"].to_numpy())]),
+           "epochs": int(curve["epoch"].max()) + 1, "minutes": info.get("seconds", 0.0) / 60,
+           "machine": info.get("machine") or device_name("cpu")}  # fmt: skip
+    return row, curve
+
+
+def _carried(dest: Path) -> dict[str, dict[str, Any]]:
+    """The rows of an earlier report in ``dest`` (its ``recipe.json``), by variant."""
+    path = dest / "recipe.json"
+    return {r["variant"]: r for r in json.loads(path.read_text())} if path.is_file() else {}
+
+
+def _rows(
+    study: dict[str, Any], out: Path, dest: Path
+) -> tuple[list[dict[str, Any]], dict[str, pd.DataFrame]]:
+    """Every variant measured here (its run folder) or before (the report folder), with the curves kept."""
+    earlier = _carried(dest)
     rows, curves = [], {}
     for name, sets in _variants(study, []).items():
-        run = out / name
-        if not (run / "best_metrics.json").is_file():
+        run, kept = out / name, dest / "curves" / f"{name}.csv"
+        if (run / "best_metrics.json").is_file():
+            row, curves[name] = _measured(run, name, sets)
+        elif name in earlier and earlier[name]["sets"] == sets:
+            row = {**earlier[name], "carried": True}
+            if kept.is_file():
+                curves[name] = pd.read_csv(kept)
+        else:
             continue
-        best = json.loads((run / "best_metrics.json").read_text())
-        info = json.loads((run / "study_run.json").read_text()) if (run / "study_run.json").is_file() else {}
-        curve = read_val_curve(run / "logs" / "metrics.csv")
-        curves[name] = curve
-        rows.append({"variant": name, "sets": sets, "val_mdice": best["mdice"],
-                     "val_miou_bg": best["miou_bg"], "val_dice": best["dice"], "best_epoch": best["epoch"],
-                     "plateau_epoch": plateau_epoch(curve["val/mdice"].to_numpy()),
-                     "epochs": int(curve["epoch"].max()) + 1,
-                     "minutes": info.get("seconds", 0.0) / 60})  # fmt: skip
+        rows.append(row)
+    return rows, curves
+
+
+def report(study: dict[str, Any], out: Path, dest: Path) -> None:
+    """Write ``recipe.md``, ``recipe.json``, ``recipe_curves.png`` and ``curves/`` of finished variants."""
+    from steelkd.figures import plot_learning_curves
+
+    rows, curves = _rows(study, out, dest)
     if not rows:
         raise SystemExit("error: no finished variant to report")
-    cfg0 = load_config(out / rows[0]["variant"] / "config.yaml")
-    classes = cfg0.data.class_names[1:]
-    for r in rows:
-        r["val_dice"] = dict(zip(classes, r["val_dice"], strict=True))
+    classes = list(rows[0]["val_dice"])
     lines = [
         f"# Recipe study: {study.get('title', dest.name)}",
         "",
@@ -100,19 +134,26 @@ def report(study: dict[str, Any], out: Path, dest: Path) -> None:
         "",
         "| variant | overrides | val mDice | val mIoU incl. bg | "
         + " | ".join(f"Dice {c}" for c in classes)
-        + " | best / plateau / epochs | minutes |",
-        "| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in classes) + " | --- | ---: |",
+        + " | best / plateau / epochs | minutes | machine |",
+        "| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in classes) + " | --- | ---: | --- |",
     ]
     for r in rows:
         dice = " | ".join(f"{r['val_dice'][c]:.4f}" for c in classes)
         sets = ", ".join(f"`{s}`" for s in r["sets"]) or "(base)"
         lines.append(
             f"| {r['variant']} | {sets} | {r['val_mdice']:.4f} | {r['val_miou_bg']:.4f} | {dice} | "
-            f"{r['best_epoch']} / {r['plateau_epoch']} / {r['epochs']} | {r['minutes']:.1f} |"
+            f"{r['best_epoch']} / {r['plateau_epoch']} / {r['epochs']} | {r['minutes']:.1f} | "
+            f"{r.get('machine', 'not recorded')} |"
         )
-    dest.mkdir(parents=True, exist_ok=True)
+    missing = [r["variant"] for r in rows if r["variant"] not in curves]
+    if missing:
+        lines += ["", f"No curve kept for {', '.join(missing)} (measured before the report kept curves)."]
+    (dest / "curves").mkdir(parents=True, exist_ok=True)
+    for name, curve in curves.items():
+        atomic_write_text(dest / "curves" / f"{name}.csv", curve.to_csv(index=False))
     atomic_write_text(dest / "recipe.md", "\n".join([*lines, "", "![curves](recipe_curves.png)", ""]))
-    atomic_write_text(dest / "recipe.json", json.dumps(rows, indent=2) + "\n")
+    atomic_write_text(dest / "recipe.json", json.dumps([{k: v for k, v in r.items() if k != "carried"}
+                                                        for r in rows], indent=2) + "\n")  # fmt: skip
     plot_learning_curves(curves, dest / "recipe_curves.png")
     print(f"wrote {dest / 'recipe.md'}")
 
