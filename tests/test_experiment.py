@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from steelkd.config import ConfigError
+from steelkd.config import Config, ConfigError, DistillConfig
 from steelkd.experiment import (
     ExperimentConfig,
     config_hash,
@@ -25,6 +25,7 @@ from steelkd.experiment import (
     run_config,
     run_experiment,
 )
+from steelkd.experiment.plan import HASH_OMIT_DEFAULT
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = REPO / "configs" / "experiments"
@@ -211,6 +212,17 @@ def test_run_hashes_are_a_contract_with_run_folders_on_disk() -> None:
     compiled = run_config(cfg, "teacher", seed=0)
     compiled.train.compile = True
     assert config_hash(compiled) == "6b8a44a26533"
+    cropped = run_config(cfg, "teacher", seed=0)
+    cropped.data.crop_on_defect = 0.5
+    assert config_hash(cropped) != "6b8a44a26533"
+
+
+def test_hash_omitted_defaults_are_the_config_defaults() -> None:
+    """A field is left out of the hash only at its real default: a stale entry would merge different runs."""
+    d = Config(distill=DistillConfig(teacher="t")).to_dict()
+    for key, default in HASH_OMIT_DEFAULT.items():
+        section, field = key.split(".")
+        assert d[section][field] == default, key
 
 
 def test_experiments_differing_only_in_distill_settings_share_teacher_and_baselines() -> None:

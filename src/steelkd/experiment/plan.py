@@ -57,9 +57,9 @@ HASH_EXCLUDE: tuple[str, ...] = (
     "train.compile",
 )
 
-#: Fields added after run directories existed: left out of the hash while they hold their default (``""``),
-#: so adding an optional feature does not retrain every run made before it.
-HASH_OMIT_DEFAULT: tuple[str, ...] = ("distill.logit_cache",)
+#: Fields added after run directories existed, with their defaults: left out of the hash while they hold
+#: that default, so adding an optional feature does not retrain every run made before it.
+HASH_OMIT_DEFAULT: dict[str, object] = {"distill.logit_cache": "", "data.crop_on_defect": 0.0}
 
 
 def config_hash(run_cfg: Config, teacher_hash: str | None = None) -> str:
@@ -81,7 +81,7 @@ def config_hash(run_cfg: Config, teacher_hash: str | None = None) -> str:
         *parents, last = key.split(".")
         for p in parents:
             node = node.get(p) or {}
-        if key in HASH_EXCLUDE or node.get(last) == "":
+        if key in HASH_EXCLUDE or (last in node and node[last] == HASH_OMIT_DEFAULT[key]):
             node.pop(last, None)
     if d.get("distill") is not None:
         d["distill"]["teacher"] = f"run:{teacher_hash}" if teacher_hash else d["distill"]["teacher"]
