@@ -145,6 +145,9 @@ def report(study: dict[str, Any], out: Path, dest: Path) -> None:
             f"{r['best_epoch']} / {r['plateau_epoch']} / {r['epochs']} | {r['minutes']:.1f} | "
             f"{r.get('machine', 'not recorded')} |"
         )
+    unfinished = [v for v in study.get("variants") or {} if v not in {r["variant"] for r in rows}]
+    if unfinished:
+        lines += ["", f"Not finished (no row): {', '.join(unfinished)}."]
     missing = [r["variant"] for r in rows if r["variant"] not in curves]
     if missing:
         lines += ["", f"No curve kept for {', '.join(missing)} (measured before the report kept curves)."]
