@@ -164,10 +164,10 @@ def test_ema_and_clock_resume_from_last_checkpoint(synth_root: Path, tmp_path: P
         for k in a[key]:
             assert torch.equal(a[key][k], b[key][k]), (key, k)
     assert b["averaging_state"]["n_averaged"] == a["averaging_state"]["n_averaged"] == 4
-    # The clock went on from the checkpoint's seconds (Lightning's CSVLogger starts a new metrics.csv on
-    # resume, so the resumed run's file holds epoch 1 only).
+    # The clock went on from the checkpoint's seconds (metrics.csv keeps epoch 0's row of the killed part).
     clock_before = before["callbacks"]["ElapsedTime"]["elapsed_s"]
     curve = read_val_curve(tmp_path / "part/logs/metrics.csv")
+    assert curve["epoch"].tolist() == [0, 1]
     last = curve[curve["epoch"] == 1]["elapsed_s"].to_numpy()
     assert len(last) == 1 and clock_before < last[0] < clock_before + session, (clock_before, last, session)
     full = read_val_curve(tmp_path / "full/logs/metrics.csv")["elapsed_s"].to_numpy()

@@ -21,12 +21,13 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import Logger
 
 from steelkd.card import BEST_METRICS_KEY
 from steelkd.config import Config, save_config
 from steelkd.data import class_pixel_counts
 from steelkd.engine.callbacks import reliability_callbacks
+from steelkd.engine.csvlog import ResumableCSVLogger
 from steelkd.engine.datamodule import SegDataModule
 from steelkd.engine.distiller import DistillerModule, LiveTeacher
 from steelkd.engine.logit_cache import CachedTeacher, open_or_build
@@ -177,7 +178,8 @@ def train_device(cfg: Config) -> torch.device:
 
 
 def _loggers(out: Path) -> list[Logger]:
-    loggers: list[Logger] = [CSVLogger(save_dir=str(out), name="logs", version="")]
+    """``logs/metrics.csv`` (kept across a resume: :mod:`steelkd.engine.csvlog`), TensorBoard if installed."""
+    loggers: list[Logger] = [ResumableCSVLogger(save_dir=str(out), name="logs", version="")]
     try:
         import tensorboard  # noqa: F401
         from lightning.pytorch.loggers import TensorBoardLogger
