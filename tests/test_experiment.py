@@ -88,7 +88,7 @@ class FakeFit:
         rows.append({"epoch": 0, "step": 3, "train/loss_epoch": 1.8, "train/loss_kd_epoch": 0.4})
         (out / "logs").mkdir(parents=True, exist_ok=True)
         pd.DataFrame(rows).to_csv(out / "logs" / "metrics.csv", index=False)
-        return SimpleNamespace(seconds=1.25, model_dir=out / "model")
+        return SimpleNamespace(seconds=1.25, cpu_seconds=2.5, model_dir=out / "model")
 
 
 # ------------------------------------------------------------------------------------------ config

@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 import torch
 
-import steelkd.experiment.run as run_mod
 from steelkd.config import Config, ConfigError, DistillConfig
 from steelkd.experiment import experiment_config_from_dict, plan_experiment, run_experiment
 from steelkd.experiment.plan import compute_ratio, equal_compute_epochs, plan_equal_compute
@@ -55,14 +54,13 @@ def _cfg_dict(root: Path, **exp: Any) -> dict[str, Any]:
 
 
 class ClockFit:
-    """A fake ``fit``: saves a random model and spends fake CPU seconds on a clock ``_cpu_seconds`` reads.
+    """A fake ``fit``: saves a random model and reports fake wall and CPU seconds.
 
     Costs: teacher 50 CPU s; a plain student 5 CPU s (1 wall s) per epoch; a distilled student
     ``DISTILLED_CPU[seed]`` CPU s and 4 wall s.
     """
 
-    def __init__(self, clock: list[float]) -> None:
-        self.clock = clock
+    def __init__(self) -> None:
         self.calls: list[Any] = []
 
     def __call__(self, cfg: Any, *, progress: bool = True, resume: str | None = None) -> Any:
@@ -79,15 +77,7 @@ class ClockFit:
             cpu, wall = 50.0, 10.0
         else:
             cpu, wall = 5.0 * cfg.train.epochs, 1.0 * cfg.train.epochs
-        self.clock[0] += cpu
-        return SimpleNamespace(seconds=wall, model_dir=out / "model")
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    c = [100.0]
-    monkeypatch.setattr(run_mod, "_cpu_seconds", lambda: c[0])
-    return c
+        return SimpleNamespace(seconds=wall, cpu_seconds=cpu, model_dir=out / "model")
 
 
 def _runs(out: Path) -> list[dict[str, Any]]:
@@ -100,11 +90,11 @@ def _info(run: dict[str, Any], out: Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ end to end
 def test_equal_compute_runs_reuse_results_json_and_report(
-    tmp_path: Path, tiny_root: Path, clock: list[float], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, tiny_root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = experiment_config_from_dict(_cfg_dict(tiny_root, equal_compute=True))
     out = tmp_path / "exp"
-    fit = ClockFit(clock)
+    fit = ClockFit()
     res = run_experiment(cfg, out, fit=fit)
 
     # teacher, 2 baselines, 2 distilled, then the 2 equal-compute baselines at round(E * CPU ratio) epochs
@@ -193,7 +183,7 @@ def test_equal_compute_runs_reuse_results_json_and_report(
     assert "baseline at equal compute (5/3 epochs)" in summary
 
     # a second call reads the same seconds from steelkd_run.json and reuses every run
-    fit2 = ClockFit(clock)
+    fit2 = ClockFit()
     res2 = run_experiment(cfg, out, fit=fit2)
     assert fit2.calls == [] and res2.trained == 0
     assert {r.status for r in res2.runs} == {"reused"}
@@ -205,20 +195,18 @@ def test_equal_compute_runs_reuse_results_json_and_report(
     old = json.loads(path.read_text())
     del old["cpu_seconds"]
     path.write_text(json.dumps(old))
-    fit3 = ClockFit(clock)
+    fit3 = ClockFit()
     with caplog.at_level(logging.INFO, logger="steelkd.experiment"):
         run_experiment(cfg, out, fit=fit3)
     assert [(c.train.seed, c.train.epochs) for c in fit3.calls] == [(0, 4)]  # wall ratio 4 s / 2 s
     assert "no CPU seconds recorded" in caplog.text
 
 
-def test_without_equal_compute_nothing_more_is_trained(
-    tmp_path: Path, tiny_root: Path, clock: list[float]
-) -> None:
+def test_without_equal_compute_nothing_more_is_trained(tmp_path: Path, tiny_root: Path) -> None:
     d = _cfg_dict(tiny_root)
     d["seeds"] = [0]
     cfg = experiment_config_from_dict(d)
-    fit = ClockFit(clock)
+    fit = ClockFit()
     res = run_experiment(cfg, tmp_path / "plain", fit=fit)
     assert res.trained == 3
     assert {r["kind"] for r in _runs(tmp_path / "plain")} == {"baseline", "distilled"}

@@ -1,17 +1,22 @@
-"""A run resumed from ``last.ckpt`` keeps the records of the part before: its metrics.csv rows."""
+"""A run resumed from ``last.ckpt`` keeps the records of the part before: its metrics.csv rows and its wall
+and CPU seconds."""
 
 from __future__ import annotations
 
+import multiprocessing
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from steelkd.engine import TrainResult, fit
 from steelkd.engine.csvlog import ResumableExperimentWriter
-from steelkd.engine.recipe import ELAPSED_KEY
+from steelkd.engine.recipe import ELAPSED_KEY, ElapsedTime, process_cpu_seconds
 from test_recipe import synth_root, tiny_config  # noqa: F401 (synth_root is a fixture)
 
 
@@ -21,6 +26,9 @@ class Resumed:
 
     first: TrainResult
     second: TrainResult
+    checkpoint: dict[str, Any]  #: the first part's last.ckpt
+    wall: float  #: wall seconds of the second ``fit`` call, measured around it
+    cpu: float  #: CPU seconds of the second ``fit`` call (this process; the tiny run has no workers)
 
 
 def _fake_crash_rows(csv: Path) -> None:
@@ -38,8 +46,11 @@ def resumed(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Resum
     out = tmp_path_factory.mktemp("resume") / "run"
     first = fit(tiny_config(synth_root, out, epochs=2), progress=False)
     _fake_crash_rows(first.metrics_csv)
+    checkpoint = torch.load(first.last_ckpt, weights_only=True)
+    wall, cpu = time.monotonic(), process_cpu_seconds()
     second = fit(tiny_config(synth_root, out, epochs=4), progress=False, resume="last")
-    return Resumed(first, second)
+    wall, cpu = time.monotonic() - wall, process_cpu_seconds() - cpu
+    return Resumed(first, second, checkpoint, wall, cpu)
 
 
 def test_resume_keeps_metrics_rows_of_the_epochs_before(resumed: Resumed) -> None:
@@ -55,6 +66,50 @@ def test_resume_keeps_metrics_rows_of_the_epochs_before(resumed: Resumed) -> Non
     train = log.dropna(subset=["train/loss_step"])
     assert train.groupby("epoch").size().tolist() == [2, 2, 2, 2]  # two logged steps per epoch
     assert train["step"].is_monotonic_increasing
+
+
+def test_resumed_run_reports_the_seconds_of_both_parts(resumed: Resumed) -> None:
+    first, second, tick = resumed.first, resumed.second, 0.05  # os.times counts in 10 ms ticks
+    assert first.cpu_seconds is not None and second.cpu_seconds is not None
+    assert resumed.wall < second.seconds <= first.seconds + resumed.wall
+    assert resumed.cpu < second.cpu_seconds <= first.cpu_seconds + resumed.cpu + tick
+    saved = resumed.checkpoint["callbacks"]["ElapsedTime"]
+    assert 0 < saved["elapsed_s"] <= first.seconds and 0 < saved["cpu_s"] <= first.cpu_seconds + tick
+    final = torch.load(second.last_ckpt, weights_only=True)["callbacks"]["ElapsedTime"]
+    assert saved["cpu_s"] < final["cpu_s"] <= second.cpu_seconds + tick
+
+
+def test_clock_of_a_checkpoint_without_cpu_seconds() -> None:
+    clock = ElapsedTime()
+    clock.load_state_dict({"elapsed_s": 5.0})  # written before CPU seconds were kept
+    clock.start()
+    assert clock.elapsed_s() >= 5.0 and clock.cpu_s() is None  # unknown, not this part's alone
+    clock.load_state_dict({"elapsed_s": 5.0, "cpu_s": 7.0})
+    assert (clock.cpu_s() or 0.0) >= 7.0
+
+
+def _spin_then_wait(seconds: float, spun: Any, done: Any) -> None:
+    """A worker: spend ``seconds`` of CPU, say so, then wait (alive, not spending) until told to end."""
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+    spun.set()
+    done.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="live children are read from /proc")
+def test_process_cpu_seconds_counts_a_live_worker() -> None:
+    ctx = multiprocessing.get_context("fork")
+    spun, done = ctx.Event(), ctx.Event()
+    worker = ctx.Process(target=_spin_then_wait, args=(0.3, spun, done))
+    before = process_cpu_seconds()
+    worker.start()
+    assert spun.wait(timeout=60)
+    live = process_cpu_seconds() - before
+    done.set()
+    worker.join()
+    assert 0.28 < live < 0.6, live  # counted while alive (from /proc), not only once reaped
+    assert 0.28 < process_cpu_seconds() - before < 0.7  # reaped: counted once, not twice
 
 
 def test_fresh_run_into_the_folder_starts_a_new_metrics_file(tmp_path: Path) -> None:

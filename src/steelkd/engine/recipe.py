@@ -10,8 +10,9 @@
   travel in ``current_model_state`` and are restored on resume.
 * ``EarlyStopping`` on ``val/mdice`` (``train.early_stop_patience > 0``): stop after that many
   validations without a better mDice.
-* :class:`ElapsedTime` (always): logs ``time/elapsed_s``, the wall-clock seconds of training so far, at
-  each validation; the count is kept in the checkpoint, so a resumed run continues it.
+* :class:`ElapsedTime` (always): the run's clock, wall and CPU seconds; logs ``time/elapsed_s``, the
+  wall-clock seconds of the run so far, at each validation; both counts are kept in the checkpoint, so a
+  resumed run continues them (:class:`steelkd.engine.TrainResult` reports the totals).
 
 Example:
     >>> from steelkd.config import Config
@@ -23,8 +24,11 @@ Example:
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging
@@ -34,9 +38,16 @@ from torch.optim.swa_utils import AveragedModel
 
 from steelkd.config import Config
 
-__all__ = ["ELAPSED_KEY", "ElapsedTime", "StudentEMA", "recipe_callbacks"]
+__all__ = [
+    "ELAPSED_KEY",
+    "ClockReading",
+    "ElapsedTime",
+    "StudentEMA",
+    "process_cpu_seconds",
+    "recipe_callbacks",
+]
 
-#: The logged name of the training wall-clock seconds (one value per validation).
+#: The logged name of the run's wall-clock seconds so far (one value per validation).
 ELAPSED_KEY = "time/elapsed_s"
 
 
@@ -142,32 +153,81 @@ class StudentEMA(EMAWeightAveraging):
             self._average_model.n_averaged.fill_(1)
 
 
-class ElapsedTime(Callback):
-    """Log ``time/elapsed_s``, the wall-clock seconds since the run's training began, at each validation.
+def process_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its children: the reaped ones (``os.times``) and, on
+    Linux, the live ``multiprocessing`` ones (DataLoader workers, from ``/proc/<pid>/stat``).
 
-    The clock is monotonic and starts at ``setup`` of ``fit``; the seconds reached are saved in each
-    checkpoint (this callback's state), and a run resumed from one adds its own seconds to them, so the
-    logged values keep growing across a kill and resume (the time between the checkpoint and the kill,
-    redone after the resume, is not counted twice).
+    A worker is counted live until it is reaped, then in the reaped children's times. Without ``/proc``
+    live children count once they are reaped (a persistent worker: when its loader shuts down).
+    """
+    live = [p.pid for p in multiprocessing.active_children()]  # also reaps the children that ended
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system + sum(map(_live_cpu_seconds, live))
+
+
+def _live_cpu_seconds(pid: int | None) -> float:
+    """utime + stime of a live process from ``/proc/<pid>/stat``; 0 where there is none (ended, not Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class ClockReading(NamedTuple):
+    """A moment of the run's clock: monotonic wall seconds and :func:`process_cpu_seconds`."""
+
+    wall: float
+    cpu: float
+
+    @classmethod
+    def now(cls) -> ClockReading:
+        """The clock read now."""
+        return cls(time.monotonic(), process_cpu_seconds())
+
+
+class ElapsedTime(Callback):
+    """The run's clock: wall and CPU seconds over all its parts; logs ``time/elapsed_s`` at each validation.
+
+    A part (one call of ``fit``) is counted from :meth:`start`: :func:`steelkd.engine.fit` starts it with
+    the reading taken when it was called (so building the data and a teacher-logit cache count), else
+    ``setup`` of ``fit`` does. Both totals are saved in each checkpoint (this callback's state), and a run
+    resumed from one adds its own part to them, so the logged values keep growing across a kill and resume
+    and :class:`steelkd.engine.TrainResult` reports the whole run (the time between the checkpoint and the
+    kill, redone after the resume, is not counted twice). CPU seconds: :func:`process_cpu_seconds`; a
+    checkpoint from before they were kept makes them unknown (``None``).
 
     Example:
         >>> clock = ElapsedTime()
-        >>> clock.elapsed_s()
-        0.0
+        >>> clock.elapsed_s(), clock.cpu_s()
+        (0.0, 0.0)
     """
 
     def __init__(self) -> None:
-        self._offset = 0.0
-        self._start: float | None = None
+        self._wall0 = 0.0  # the earlier parts' totals (from the checkpoint)
+        self._cpu0: float | None = 0.0  # None: unknown
+        self._start: ClockReading | None = None
+
+    def start(self, at: ClockReading | None = None) -> None:
+        """Count this part from ``at`` (default: now); a part already started keeps its start."""
+        if self._start is None:
+            self._start = at or ClockReading.now()
 
     def elapsed_s(self) -> float:
-        """Seconds of training so far: the checkpointed seconds plus this session's."""
-        now = 0.0 if self._start is None else time.monotonic() - self._start
-        return self._offset + now
+        """Wall seconds of the run so far: the checkpointed seconds plus this part's."""
+        now = 0.0 if self._start is None else time.monotonic() - self._start.wall
+        return self._wall0 + now
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds of the run so far, as :meth:`elapsed_s`; None when an earlier part's are unknown."""
+        if self._cpu0 is None:
+            return None
+        now = 0.0 if self._start is None else process_cpu_seconds() - self._start.cpu
+        return self._cpu0 + now
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
-            self._start = time.monotonic()
+            self.start()
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self._start is None:
@@ -175,10 +235,12 @@ class ElapsedTime(Callback):
         pl_module.log(ELAPSED_KEY, self.elapsed_s(), sync_dist=True, reduce_fx="max")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"elapsed_s": self.elapsed_s()}
+        return {"elapsed_s": self.elapsed_s(), "cpu_s": self.cpu_s()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._offset = float(state_dict.get("elapsed_s", 0.0))
+        cpu = state_dict.get("cpu_s")
+        self._wall0 = float(state_dict.get("elapsed_s", 0.0))
+        self._cpu0 = None if cpu is None else float(cpu)
 
 
 def recipe_callbacks(cfg: Config) -> list[Callback]:

@@ -31,7 +31,7 @@ from steelkd.engine.csvlog import ResumableCSVLogger
 from steelkd.engine.datamodule import SegDataModule
 from steelkd.engine.distiller import DistillerModule, LiveTeacher
 from steelkd.engine.logit_cache import CachedTeacher, open_or_build
-from steelkd.engine.recipe import recipe_callbacks
+from steelkd.engine.recipe import ClockReading, ElapsedTime, recipe_callbacks
 from steelkd.engine.segmenter import SegmenterModule, build_model
 from steelkd.io import atomic_write_text
 from steelkd.losses import build_distill_loss, class_weights
@@ -52,7 +52,10 @@ class TrainResult:
     last_ckpt: Path
     metrics_csv: Path
     best_metrics: dict[str, Any] = field(default_factory=dict)
+    #: Wall and CPU seconds of the whole run, every part of a resumed one included (``ElapsedTime``); CPU
+    #: seconds None when a checkpoint from before they were counted was resumed.
     seconds: float = 0.0
+    cpu_seconds: float | None = None
 
 
 def resolve_class_weights(cfg: Config, train_ds: Any) -> list[float]:
@@ -258,8 +261,9 @@ def fit(
         callbacks: extra Lightning callbacks.
 
     Returns:
-        A :class:`TrainResult`; the best model (by validation mDice: the validation split carved from the
-        training images, ``data.val_fraction``) is exported to ``<out_dir>/model``; the image ids of the
+        A :class:`TrainResult` (its wall and CPU seconds: this call's plus the resumed checkpoint's
+        counts); the best model (by validation mDice: the validation split carved from the training
+        images, ``data.val_fraction``) is exported to ``<out_dir>/model``; the image ids of the
         train/val/test splits go to ``<out_dir>/data_split.json``. The test split is not touched: score
         the final model on it once (``steelkd evaluate --split test``; experiments do it for every run).
 
@@ -268,7 +272,7 @@ def fit(
         >>> result = fit(load_config("configs/teacher.yaml"))  # doctest: +SKIP
         >>> result.best_metrics["mdice"]  # doctest: +SKIP
     """
-    start = time.perf_counter()
+    started = ClockReading.now()
     cfg = copy.deepcopy(cfg)  # class weights are resolved below: the caller's config stays as given
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     out = Path(cfg.train.out_dir)
@@ -278,6 +282,8 @@ def fit(
     cfg.train.precision = resolve_precision(cfg, student)
     module = build_module(cfg, _steps_per_epoch(cfg, len(data.train_dataloader())), data, model=student)
     trainer, ckpt_cb = build_trainer(cfg, out, progress=progress, callbacks=callbacks)
+    clock = next(c for c in trainer.callbacks if isinstance(c, ElapsedTime))
+    clock.start(at=started)
     if trainer.is_global_zero:
         save_config(cfg, out / "config.yaml")
         atomic_write_text(out / "data_split.json", json.dumps(data.split_ids(), indent=1))
@@ -311,5 +317,6 @@ def fit(
         last_ckpt=last,
         metrics_csv=out / "logs" / "metrics.csv",
         best_metrics=best_metrics,
-        seconds=time.perf_counter() - start,
+        seconds=clock.elapsed_s(),
+        cpu_seconds=clock.cpu_s(),
     )

@@ -244,7 +244,6 @@ class FinishedRun(Protocol):
     """What :func:`plan_equal_compute` reads of a finished run (``steelkd.experiment.results.RunRecord``)."""
 
     spec: RunSpec
-    status: str
     seconds: float | None
     cpu_seconds: float | None
     device: str | None
@@ -308,9 +307,6 @@ def plan_equal_compute(
 def _add_equal_compute(
     planner: _Planner, e: ExperimentSpec, seed: int, base: FinishedRun, dist: FinishedRun
 ) -> RunSpec:
-    for r in (base, dist):
-        if r.status == "resumed":
-            log.warning("equal compute: %s was resumed: its seconds cover the resumed part", r.spec.label)
     ratio, measure = compute_ratio(base, dist)
     e0 = base.spec.config.train.epochs
     epochs = equal_compute_epochs(e0, ratio)

@@ -170,30 +170,18 @@ def _reused_record(spec: RunSpec) -> RunRecord:
 
 
 def _train_one(spec: RunSpec, fit: FitFn, progress: bool, resume_arg: str | None) -> RunRecord:
-    """Run ``fit`` on the spec's config, measuring wall and CPU seconds; write ``steelkd_run.json``."""
+    """Run ``fit`` on the spec's config; record its wall and CPU seconds (the whole run's, a resumed one's
+    every part: :class:`steelkd.engine.TrainResult`) in ``steelkd_run.json``."""
     spec.dir.mkdir(parents=True, exist_ok=True)
     device = _train_device(spec)
-    cpu0, t0 = _cpu_seconds(), time.perf_counter()
     result = fit(copy.deepcopy(spec.config), progress=progress, resume=resume_arg)
-    gc.collect()  # shuts down the loaders' persistent workers, so they are reaped and counted
-    cpu1 = _cpu_seconds()
-    seconds = float(getattr(result, "seconds", 0.0) or (time.perf_counter() - t0))
-    cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+    gc.collect()  # frees the finished run (its model, loaders and their workers) before the next one
     if not (spec.model_dir / "model.json").is_file():
         raise FileNotFoundError(f"{spec.model_dir}: training finished but wrote no model")
-    rec = RunRecord(spec, "resumed" if resume_arg else "trained", seconds, cpu_seconds=cpu, device=device)
+    status = "resumed" if resume_arg else "trained"
+    rec = RunRecord(spec, status, float(result.seconds), cpu_seconds=result.cpu_seconds, device=device)
     _write_run_info(rec)
     return rec
-
-
-def _cpu_seconds() -> float | None:
-    """User + system CPU seconds of this process and its reaped children so far (None: no ``resource``)."""
-    try:
-        import resource
-    except ImportError:  # not on POSIX
-        return None
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _train_device(spec: RunSpec) -> str:
