@@ -15,6 +15,7 @@ import torch
 from steelkd.config import Config, DistillConfig
 from steelkd.data import synth
 from steelkd.engine import fit
+from steelkd.engine.callbacks import checkpoint_bytes
 from steelkd.engine.recipe import ELAPSED_KEY, ElapsedTime, StudentEMA, recipe_callbacks
 from steelkd.figures import plateau_epoch, plot_learning_curves, read_val_curve
 from steelkd.models import create_model, load_model, make_card, save_model
@@ -114,6 +115,23 @@ def test_ema_is_validated_checkpointed_and_exported(synth_root: Path, tmp_path: 
     (cb,) = rec.ema
     assert cb._average_model is not None
     assert set(cb._average_model.module.state_dict()) == set(exported.state_dict())
+
+
+class _Estimate(L.Callback):
+    """The checkpoint-size estimate the output check makes, taken at the end of training."""
+
+    estimate = 0
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.estimate = checkpoint_bytes(pl_module, trainer.callbacks)
+
+
+def test_checkpoint_estimate_counts_the_ema_copy(synth_root: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(synth_root, tmp_path / "size", epochs=1, limit_train_batches=1, ema_decay=0.5)
+    est = _Estimate()
+    result = fit(cfg, progress=False, callbacks=[est])
+    assert "current_model_state" in torch.load(result.last_ckpt, weights_only=True)  # the EMA's extra copy
+    assert est.estimate >= result.last_ckpt.stat().st_size
 
 
 def _teacher_dir(tmp_path: Path, class_names: list[str]) -> Path:

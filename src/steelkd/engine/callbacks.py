@@ -4,7 +4,9 @@
 
 * :class:`OutputCheck` (``setup``, before the first step): the output folder must take a file, have room
   for two checkpoints (best and last) and allow a file that large (``ulimit -f``); otherwise one
-  :class:`OutputFolderError` naming the folder, what was found and what is needed.
+  :class:`OutputFolderError` naming the folder, what was found and what is needed. The size of a checkpoint
+  is estimated by :func:`checkpoint_bytes`, which adds what each trainer callback that keeps more state in
+  checkpoints says it adds (:class:`ExtraCheckpointState`, e.g. the EMA copy of ``StudentEMA``).
 * :class:`FiniteLoss` (``on_before_backward``): a NaN or infinite training loss stops the run with one
   :class:`NonFiniteLossError` naming the global step, epoch and batch, *before* the optimizer applies it, so
   the checkpoints on disk (the last one written at the end of the previous epoch) stay the last good ones.
@@ -21,8 +23,9 @@ import math
 import os
 import resource
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 import torch
@@ -34,12 +37,14 @@ from steelkd.io import atomic_path, atomic_write_bytes
 __all__ = [
     "AtomicCheckpointIO",
     "AtomicCheckpoints",
+    "ExtraCheckpointState",
     "FiniteLoss",
     "NonFiniteLossError",
     "OutputCheck",
     "OutputFolderError",
     "checkpoint_bytes",
     "reliability_callbacks",
+    "tensor_bytes",
 ]
 
 _MB = 1024 * 1024
@@ -53,12 +58,27 @@ class OutputFolderError(OSError):
     """The output folder cannot take the run's files (one line naming the folder)."""
 
 
-def checkpoint_bytes(module: torch.nn.Module) -> int:
+@runtime_checkable
+class ExtraCheckpointState(Protocol):
+    """A callback that writes more than the trainer's own state into each checkpoint (a copy of weights)."""
+
+    def checkpoint_extra_bytes(self, pl_module: torch.nn.Module) -> int:
+        """Bytes this callback adds to a checkpoint of ``pl_module``."""
+        ...
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """The bytes of ``tensors``' elements."""
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def checkpoint_bytes(module: torch.nn.Module, callbacks: Iterable[object] = ()) -> int:
     """Estimated size of one checkpoint of ``module``: its trainable weights three times (the weights and
-    AdamW's two moments), its buffers once, plus 1 MB of trainer state."""
-    params = sum(p.numel() * p.element_size() for p in module.parameters() if p.requires_grad)
-    buffers = sum(b.numel() * b.element_size() for b in module.buffers())
-    return 3 * params + buffers + _MB
+    AdamW's two moments), its buffers once, what each of ``callbacks`` that is an
+    :class:`ExtraCheckpointState` adds, plus 1 MB of trainer state."""
+    params = tensor_bytes(p for p in module.parameters() if p.requires_grad)
+    extra = sum(c.checkpoint_extra_bytes(module) for c in callbacks if isinstance(c, ExtraCheckpointState))
+    return 3 * params + tensor_bytes(module.buffers()) + extra + _MB
 
 
 class OutputCheck(Callback):
@@ -66,7 +86,8 @@ class OutputCheck(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit" and trainer.is_global_zero:
-            check_output_folder(Path(trainer.default_root_dir), checkpoint_bytes(pl_module))
+            need = checkpoint_bytes(pl_module, trainer.callbacks)
+            check_output_folder(Path(trainer.default_root_dir), need)
 
 
 def check_output_folder(out: Path, need: int) -> None:

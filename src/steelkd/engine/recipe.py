@@ -37,6 +37,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from steelkd.config import Config
+from steelkd.engine.callbacks import tensor_bytes
 
 __all__ = [
     "ELAPSED_KEY",
@@ -114,6 +115,11 @@ class StudentEMA(EMAWeightAveraging):
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_epoch_end(trainer, _student(pl_module))  # type: ignore[arg-type]
+
+    def checkpoint_extra_bytes(self, pl_module: nn.Module) -> int:
+        """The average's copy of the student's weights and buffers, written beside the raw state (see
+        :class:`steelkd.engine.callbacks.ExtraCheckpointState`; known before ``setup``)."""
+        return tensor_bytes(_student(pl_module).state_dict().values())
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
