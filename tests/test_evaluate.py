@@ -160,6 +160,9 @@ def test_cli_evaluate_and_bench(tmp_path: Path, synth_root: Path) -> None:
 
     torch.manual_seed(0)
     model = create_model("resunet_convnext_atto", num_classes=5)
+    with torch.no_grad():  # a model that marks every pixel "scratches": the trivial predictor
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 5.0, 0.0]))
     model_dir = save_model(model, tmp_path / "model", make_card(model, SEVERSTAL_CLASSES))
     runner = CliRunner()
     out = tmp_path / "eval.json"
@@ -181,7 +184,9 @@ def test_cli_evaluate_and_bench(tmp_path: Path, synth_root: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert "mean (defects)" in res.output
+    assert "not learned: scratches: Dice" in res.output  # flagged (docs/evaluation.md)
     saved = json.loads(out.read_text())
+    assert sum(saved["pixel_counts"].values()) == sum(saved["pred_counts"].values()) > 0
     val = build_datasets(DataConfig(kind="severstal", root=str(synth_root))).test
     direct = evaluate_model(model, val)
     assert saved["mdice"] == pytest.approx(direct["mdice"])

@@ -250,3 +250,49 @@ def test_bad_inputs() -> None:
         SegMetrics(1)
     with pytest.raises(ValueError, match="ignore_index 0 is a valid class"):
         SegMetrics(3, ignore_index=0)
+
+
+def test_trivial_dice_is_the_score_of_marking_every_pixel() -> None:
+    from steelkd.metrics import trivial_dice
+
+    g = torch.Generator().manual_seed(0)
+    share = torch.tensor([0.1, 0.3, 0.6, 0.1])[:, None, None]  # defect share per image
+    target = (torch.rand(4, 16, 16, generator=g) < share).long()
+    target[0, :2] += 1  # a third class on a few rows
+    ref = SegMetrics(3)
+    ref.update(target, target)
+    counts = ref.compute()["pixel_counts"]
+    for c in (1, 2):
+        m = SegMetrics(3)
+        m.update(torch.full_like(target, c), target)
+        assert trivial_dice(counts)[c] == pytest.approx(m.compute()["dice"][c - 1])
+
+
+def test_unlearned_classes_flags_trivial_and_empty_predictions_only() -> None:
+    from steelkd.metrics import trivial_dice, unlearned_classes
+
+    names = ["background", "defect", "rare"]
+    g = torch.Generator().manual_seed(1)
+    target = (torch.rand(6, 32, 32, generator=g) < 0.1).long()  # defect on ~10% of pixels, no "rare"
+
+    def flags(preds: torch.Tensor) -> list[str]:
+        m = SegMetrics(3)
+        m.update(preds, target)
+        r = m.compute()
+        return unlearned_classes(r["dice"], r["pixel_counts"], r["pred_counts"], names)
+
+    everything = flags(torch.ones_like(target))
+    assert len(everything) == 1 and everything[0].startswith("defect: Dice")
+    assert "no better than marking every pixel defect" in everything[0]
+    nothing = flags(torch.zeros_like(target))
+    assert nothing == ["defect: predicted nowhere (Dice 0), as a model that never marks it"]
+    # a prediction independent of the truth (random 30% of pixels) cannot beat marking every pixel
+    noise = (torch.rand(6, 32, 32, generator=g) < 0.3).long()
+    assert [f.split(":")[0] for f in flags(noise)] == ["defect"]
+    # a model that finds the defects, with some errors, is not flagged; "rare" (absent) is never judged
+    good = torch.where(torch.rand(6, 32, 32, generator=g) < 0.15, 1 - target, target)
+    m = SegMetrics(3)
+    m.update(good, target)
+    r = m.compute()
+    assert r["dice"][0] > trivial_dice(r["pixel_counts"])[1]
+    assert flags(good) == []

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from steelkd.data.batching import EqualSizeBatchSampler, dataset_sizes
 from steelkd.io import atomic_write_text
-from steelkd.metrics import SegMetrics
+from steelkd.metrics import SegMetrics, unlearned_classes
 from steelkd.postprocess import PostProcess, softmax
 from steelkd.runtime import autocast_context, resolve_device
 from steelkd.tiling import Tiling
@@ -134,7 +134,8 @@ def evaluate_model(
     Returns:
         ``{"num_images", "class_names" (all, background first), "dice" {class: value} (defect classes),
         "mdice", "iou" {class: value}, "miou" (defect classes), "miou_bg" (incl. background),
-        "kaggle_dice", "kaggle_dice_per_class" {class: value}, "device", "precision", "seconds",
+        "kaggle_dice", "kaggle_dice_per_class" {class: value}, "pixel_counts" and "pred_counts" {class:
+        truth / predicted pixels} (all classes), "device", "precision", "seconds",
         "labels" ("argmax" or the post-processing used), "tiling" (``None`` or its description)}``.
         Dice/IoU per class are dataset-level (pixel counts summed over all images); ``kaggle_dice`` is
         the mean over image x class pairs.
@@ -208,7 +209,20 @@ def _named(res: dict[str, Any], class_names: list[str]) -> dict[str, Any]:
         "kaggle_dice_per_class": {
             c: _f(v) for c, v in zip(defect, _seq(res.get("kaggle_dice_per_class", [])), strict=False)
         },
+        "pixel_counts": dict(zip(class_names, res["pixel_counts"], strict=True)),
+        "pred_counts": dict(zip(class_names, res["pred_counts"], strict=True)),
     }
+
+
+def result_warnings(result: Mapping[str, Any]) -> list[str]:
+    """:func:`steelkd.metrics.unlearned_classes` of an :func:`evaluate_model` result: one line per defect
+    class no better than a trivial predictor; empty for a result without pixel counts (older files)."""
+    counts, preds = result.get("pixel_counts"), result.get("pred_counts")
+    if not isinstance(counts, Mapping) or not isinstance(preds, Mapping):
+        return []
+    names = list(counts)
+    dice = [result["dice"][n] for n in names[1:]]
+    return unlearned_classes(dice, list(counts.values()), [preds[n] for n in names], names)
 
 
 def _f(v: Any) -> float:

@@ -149,7 +149,7 @@ def register(app: typer.Typer) -> None:
         """Score a model on the test (or validation) split at full resolution: Dice, IoU, mDice, mIoU,
         Kaggle Dice."""
         from steelkd.card import ModelCard
-        from steelkd.evaluate import evaluate_model, save_metrics_json
+        from steelkd.evaluate import evaluate_model, result_warnings, save_metrics_json
         from steelkd.postprocess import PostProcess, postprocess_from_card
 
         with user_errors():
@@ -181,4 +181,6 @@ def register(app: typer.Typer) -> None:
                 res, f"{model} on {res['num_images']} images ({res['device']}, {res['seconds']:.1f} s)"
             )
         )
+        for line in result_warnings(res):
+            console.print(f"[yellow]warning[/]: not learned: {line}", highlight=False)
         console.print(f"metrics written to {target}")

@@ -37,6 +37,7 @@ def _run(config: Path, sets: list[str], resume: str | None, distill: bool) -> No
     from steelkd.config import ConfigError, load_config
     from steelkd.engine import fit
     from steelkd.engine.callbacks import check_output_folder
+    from steelkd.metrics import unlearned_classes
 
     with user_errors():
         cfg = load_config(config, sets)
@@ -52,6 +53,10 @@ def _run(config: Path, sets: list[str], resume: str | None, distill: bool) -> No
             f"best epoch {m.get('epoch')} on the validation split: mDice {m.get('mdice', float('nan')):.4f}  "
             f"Kaggle Dice {m.get('kaggle_dice', float('nan')):.4f}"
         )
+        if "pixel_counts" in m:
+            names = cfg.data.class_names
+            for line in unlearned_classes(m["dice"], m["pixel_counts"], m["pred_counts"], names):
+                console.print(f"[yellow]warning[/]: not learned (validation split): {line}", highlight=False)
     console.print(
         f"score it once on the test split: steelkd evaluate --model {result.model_dir} --config {config}",
         highlight=False,

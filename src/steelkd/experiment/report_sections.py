@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from steelkd.config import NEU_SEG_CLASSES
+from steelkd.evaluate import result_warnings
 from steelkd.experiment.config import ExperimentConfig
 from steelkd.experiment.results import ExperimentData, ExperimentView, RunRecord, experiment_views
 from steelkd.paper import PAPER_EXPERIMENTS
@@ -211,6 +212,15 @@ def summary_section(doc: ReportDoc, ctx: ReportContext) -> None:
                 f"distilled − equal-compute baseline {format_difference(a, eq)}"
             )
         doc.add(line)
+    unlearned = [f"- `{r.spec.label}`: {w}" for r in ctx.data.records for w in result_warnings(r.metrics)]
+    if unlearned:
+        doc.add(
+            "",
+            "**Not learned** (test split; a trivial predictor scores as well, see docs/evaluation.md): "
+            "the comparisons above that involve these runs say nothing about the methods.",
+            "",
+            *unlearned,
+        )
     doc.add("")
 
 
