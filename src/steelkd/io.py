@@ -9,9 +9,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Read once, at import (single-threaded): setting the umask to read it is process-wide, so doing it per
+# write could leak a wrong umask into another thread's files (the service writes from worker threads).
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give it (0666 less the umask, e.g.
+    0644), or keeps those of the file it replaces, not the private 0600 of a temporary file.
 
     Example:
         >>> with atomic_path("out/mask.png") as tmp:  # doctest: +SKIP
@@ -24,6 +38,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        if tmp.exists():  # the block may have replaced the file at tmp: set the mode last
+            mode = target.stat().st_mode & 0o7777 if target.is_file() else 0o666 & ~_UMASK
+            os.chmod(tmp, mode)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
