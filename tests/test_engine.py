@@ -65,6 +65,21 @@ def test_training_makes_loss_fall_and_dice_rise(synth_root: Path, tmp_path: Path
         assert col in log.columns
 
 
+def test_min_steps_raise_the_epochs_and_the_schedule_spans_them(synth_root: Path, tmp_path: Path) -> None:
+    from steelkd.config import load_config
+
+    cfg = tiny_config(synth_root, tmp_path / "run", epochs=1, min_steps=7, limit_train_batches=2,
+                      limit_val_batches=1, scheduler="cosine", log_every=1)  # fmt: skip
+    result = fit(cfg, progress=False)
+    log = pd.read_csv(result.metrics_csv)
+    assert sorted(log["val/mdice"].dropna().index.map(log["epoch"]).unique()) == [0, 1, 2, 3]  # ceil(7/2)
+    assert int(log["step"].max()) + 1 == 8
+    assert load_config(tmp_path / "run" / "config.yaml").train.epochs == 4  # the config says what it trained
+    lrs = log["lr"].dropna().to_numpy()
+    assert lrs[-1] < 0.25 * lrs.max()  # the cosine decays over the 8 steps, not over the 2 of epochs=1
+    assert cfg.train.epochs == 1  # the caller's config is not changed
+
+
 def _teacher_dir(tmp_path: Path, class_names: list[str]) -> Path:
     torch.manual_seed(1)
     teacher = create_model("resunet_convnext_atto_gc_ff", num_classes=len(class_names))

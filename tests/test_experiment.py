@@ -140,6 +140,7 @@ def test_config_roles_and_defaults() -> None:
         ({"bench": {"size": [256]}}, "size"),
         ({"distill": {"teacher": "x"}}, "distill.teacher"),
         ({"train": {"devices": 2}}, "train.devices=2"),
+        ({"train": {"min_steps": 500}}, "train.min_steps=500: experiments schedule by train.epochs"),
     ],
 )
 def test_config_errors(patch: dict[str, Any], message: str) -> None:

@@ -126,6 +126,10 @@ class TrainConfig:
 
     Args:
         epochs: training epochs.
+        min_steps: train at least this many optimizer steps: ``epochs`` is raised to
+            ``ceil(min_steps / steps per epoch)`` when that is more (0 = off), so one schedule fits a data
+            set of 300 images and one of 3,000 (a small set gives few steps per epoch; docs/training.md).
+            Resolved when training starts; the run's saved config holds the epochs it trained.
         max_minutes: stop after this wall-clock time (0 = no limit); the best checkpoint is kept.
         lr: initial learning rate.
         weight_decay: AdamW weight decay.
@@ -156,6 +160,7 @@ class TrainConfig:
     """
 
     epochs: int = 80
+    min_steps: int = 0
     max_minutes: float = 0.0
     lr: float = 1e-4
     weight_decay: float = 0.05
@@ -374,6 +379,7 @@ _RANGES: tuple[tuple[str, str, float, float], ...] = (
     ("data", "max_val_images", 0, math.inf),
     ("data", "synth_n", 1, math.inf),
     ("train", "epochs", 1, math.inf),
+    ("train", "min_steps", 0, math.inf),
     ("train", "max_minutes", 0, math.inf),
     ("train", "lr", 0, math.inf),
     ("train", "weight_decay", 0, math.inf),

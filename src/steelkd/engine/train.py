@@ -79,6 +79,20 @@ def _steps_per_epoch(cfg: Config, batches: int) -> int:
     return steps
 
 
+def resolve_epochs(cfg: Config, steps_per_epoch: int) -> int:
+    """``train.epochs``, raised to ``ceil(train.min_steps / steps_per_epoch)`` when that is more.
+
+    Example:
+        >>> from steelkd.config import Config, TrainConfig
+        >>> resolve_epochs(Config(train=TrainConfig(epochs=20, min_steps=5000)), 35)  # 275 images, batch 8
+        143
+        >>> resolve_epochs(Config(train=TrainConfig(epochs=20, min_steps=5000)), 300)
+        20
+    """
+    t = cfg.train
+    return max(t.epochs, math.ceil(t.min_steps / max(1, steps_per_epoch))) if t.min_steps else t.epochs
+
+
 def resolve_precision(cfg: Config, model: torch.nn.Module, repeats: int = 3) -> str:
     """``train.precision`` as Lightning takes it; ``"auto"`` is chosen by measurement.
 
@@ -280,7 +294,9 @@ def fit(
     cfg.train.class_weights = resolve_class_weights(cfg, data.train_ds)
     student = build_model(cfg)
     cfg.train.precision = resolve_precision(cfg, student)
-    module = build_module(cfg, _steps_per_epoch(cfg, len(data.train_dataloader())), data, model=student)
+    steps_per_epoch = _steps_per_epoch(cfg, len(data.train_dataloader()))
+    cfg.train.epochs = resolve_epochs(cfg, steps_per_epoch)
+    module = build_module(cfg, steps_per_epoch, data, model=student)
     trainer, ckpt_cb = build_trainer(cfg, out, progress=progress, callbacks=callbacks)
     clock = next(c for c in trainer.callbacks if isinstance(c, ElapsedTime))
     clock.start(at=started)

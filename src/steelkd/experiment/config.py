@@ -285,7 +285,13 @@ def _parse_bench(data: Any) -> BenchSpec:
 def _check_role_runs(cfg: ExperimentConfig) -> None:
     """Per-role overrides must make a valid run config, on one device."""
     for role in cfg.models:
-        devices = run_config(cfg, role, seed=cfg.seeds[0]).train.devices
+        train = run_config(cfg, role, seed=cfg.seeds[0]).train
+        if train.min_steps:
+            raise ConfigError(
+                f"models.{role}: train.min_steps={train.min_steps}: experiments schedule by train.epochs "
+                "(equal-compute baselines scale the epochs, the tables show them); set epochs instead"
+            )
+        devices = train.devices
         if not (devices in (1, "1") or (isinstance(devices, list) and len(devices) == 1)):
             raise ConfigError(
                 f"models.{role}: train.devices={devices!r}: an experiment trains each run in its own "

@@ -59,7 +59,11 @@ HASH_EXCLUDE: tuple[str, ...] = (
 
 #: Fields added after run directories existed, with their defaults: left out of the hash while they hold
 #: that default, so adding an optional feature does not retrain every run made before it.
-HASH_OMIT_DEFAULT: dict[str, object] = {"distill.logit_cache": "", "data.crop_on_defect": 0.0}
+HASH_OMIT_DEFAULT: dict[str, object] = {
+    "distill.logit_cache": "",
+    "data.crop_on_defect": 0.0,
+    "train.min_steps": 0,
+}
 
 
 def config_hash(run_cfg: Config, teacher_hash: str | None = None) -> str:
