@@ -63,3 +63,17 @@ def test_cli_trainer_flags_map_onto_train_fields() -> None:
         2,
         "ddp",
     )
+
+
+RUN_CONFIGS = sorted(
+    p
+    for p in (Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml")
+    if p.parent.name not in ("experiments", "studies")
+)
+
+
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_run_config_in_configs_loads(path: Path) -> None:
+    cfg = load_config(path)  # the strict parser: an unknown key or a bad value is an error
+    assert cfg.model.name and cfg.train.epochs >= 1
+
