@@ -344,7 +344,7 @@ def test_reuse_resume_and_report(tmp_path: Path, tiny_root: Path) -> None:
             assert t3.loc[1, cls] == pytest.approx(sum(vals) / 2)
     margin_val = float(re.search(r"teacher margin over baseline student: ([+-][0-9.]+)", text).group(1))
     assert margin_val == pytest.approx(t["mdice"] - sum(m["mdice"] for m in base) / 2, abs=6e-4)
-    from steelkd.evaluate import result_warnings
+    from steelkd.trivial import result_warnings
 
     flagged = [(r.spec.label, w) for r in res3.runs for w in result_warnings(r.metrics)]
     assert ("**Not learned**" in text) == bool(flagged)

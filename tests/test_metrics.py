@@ -253,7 +253,7 @@ def test_bad_inputs() -> None:
 
 
 def test_trivial_dice_is_the_score_of_marking_every_pixel() -> None:
-    from steelkd.metrics import trivial_dice
+    from steelkd.trivial import trivial_dice
 
     g = torch.Generator().manual_seed(0)
     share = torch.tensor([0.1, 0.3, 0.6, 0.1])[:, None, None]  # defect share per image
@@ -269,7 +269,7 @@ def test_trivial_dice_is_the_score_of_marking_every_pixel() -> None:
 
 
 def test_unlearned_classes_flags_trivial_and_empty_predictions_only() -> None:
-    from steelkd.metrics import trivial_dice, unlearned_classes
+    from steelkd.trivial import trivial_dice, unlearned_classes
 
     names = ["background", "defect", "rare"]
     g = torch.Generator().manual_seed(1)

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from steelkd.data.batching import EqualSizeBatchSampler, dataset_sizes
 from steelkd.io import atomic_write_text
-from steelkd.metrics import SegMetrics, unlearned_classes
+from steelkd.metrics import SegMetrics
 from steelkd.postprocess import PostProcess, softmax
 from steelkd.runtime import autocast_context, resolve_device
 from steelkd.tiling import Tiling
@@ -212,17 +212,6 @@ def _named(res: dict[str, Any], class_names: list[str]) -> dict[str, Any]:
         "pixel_counts": dict(zip(class_names, res["pixel_counts"], strict=True)),
         "pred_counts": dict(zip(class_names, res["pred_counts"], strict=True)),
     }
-
-
-def result_warnings(result: Mapping[str, Any]) -> list[str]:
-    """:func:`steelkd.metrics.unlearned_classes` of an :func:`evaluate_model` result: one line per defect
-    class no better than a trivial predictor; empty for a result without pixel counts (older files)."""
-    counts, preds = result.get("pixel_counts"), result.get("pred_counts")
-    if not isinstance(counts, Mapping) or not isinstance(preds, Mapping):
-        return []
-    names = list(counts)
-    dice = [result["dice"][n] for n in names[1:]]
-    return unlearned_classes(dice, list(counts.values()), [preds[n] for n in names], names)
 
 
 def _f(v: Any) -> float:

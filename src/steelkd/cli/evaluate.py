@@ -149,8 +149,9 @@ def register(app: typer.Typer) -> None:
         """Score a model on the test (or validation) split at full resolution: Dice, IoU, mDice, mIoU,
         Kaggle Dice."""
         from steelkd.card import ModelCard
-        from steelkd.evaluate import evaluate_model, result_warnings, save_metrics_json
+        from steelkd.evaluate import evaluate_model, save_metrics_json
         from steelkd.postprocess import PostProcess, postprocess_from_card
+        from steelkd.trivial import result_warnings
 
         with user_errors():
             if (config is None) == (data_root is None):

@@ -37,7 +37,7 @@ def _run(config: Path, sets: list[str], resume: str | None, distill: bool) -> No
     from steelkd.config import ConfigError, load_config
     from steelkd.engine import fit
     from steelkd.engine.callbacks import check_output_folder
-    from steelkd.metrics import unlearned_classes
+    from steelkd.trivial import unlearned_classes
 
     with user_errors():
         cfg = load_config(config, sets)

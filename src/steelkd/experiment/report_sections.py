@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from steelkd.config import NEU_SEG_CLASSES
-from steelkd.evaluate import result_warnings
 from steelkd.experiment.config import ExperimentConfig
 from steelkd.experiment.results import ExperimentData, ExperimentView, RunRecord, experiment_views
 from steelkd.paper import PAPER_EXPERIMENTS
 from steelkd.tables import MeanStd, Table, format_seconds
+from steelkd.trivial import result_warnings
 
 __all__ = [
     "ReportContext",
