@@ -26,6 +26,7 @@ from torch import nn
 
 from steelkd.config import load_config
 from steelkd.engine.datamodule import SegDataModule
+from steelkd.evaluate import evaluate_model
 from steelkd.losses import DiceLoss
 from steelkd.models import create_model
 
@@ -38,18 +39,16 @@ def _network(which: str, num_classes: int) -> nn.Module:
     return smp.Unet("resnet18", encoder_weights=None, classes=num_classes)
 
 
-def _val_dice(net: nn.Module, dm: SegDataModule) -> tuple[float, float]:
-    """Dice of class 1 over the validation split, and predicted / true class-1 pixels."""
-    net.eval()
-    inter = psum = gsum = 0
-    with torch.no_grad():
-        for x, y, *_ in dm.val_dataloader():
-            h, w = x.shape[-2:]
-            out = net(F.pad(x, (0, (-w) % 32, 0, (-h) % 32)))[..., :h, :w]
-            pred, truth = out.argmax(1) == 1, y == 1
-            inter += int((pred & truth).sum())
-            psum, gsum = psum + int(pred.sum()), gsum + int(truth.sum())
-    return 2 * inter / max(1, psum + gsum), psum / max(1, gsum)
+class _PadTo32(nn.Module):
+    """Pads the input to a multiple of 32 (smp's Unet needs it) and crops the logits back."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        return self.net(F.pad(x, (0, (-w) % 32, 0, (-h) % 32)))[..., :h, :w]
 
 
 def main() -> None:
@@ -82,8 +81,10 @@ def main() -> None:
                       f"{time.time() - t0:.0f}s", flush=True)  # fmt: skip
             if step >= args.steps:
                 break
-    val, ratio = _val_dice(net, dm)
-    print(f"{args.network} VAL dice {val:.4f} pred_frac_of_gt {ratio:.2f}", flush=True)
+    res = evaluate_model(_PadTo32(net), dm.val_ds)  # argmax at full size, dataset-level Dice
+    name = cfg.data.class_names[1]
+    ratio = res["pred_counts"][name] / max(1, res["pixel_counts"][name])
+    print(f"{args.network} VAL dice {res['dice'][name]:.4f} pred_frac_of_gt {ratio:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -76,4 +76,3 @@ RUN_CONFIGS = sorted(
 def test_every_run_config_in_configs_loads(path: Path) -> None:
     cfg = load_config(path)  # the strict parser: an unknown key or a bad value is an error
     assert cfg.model.name and cfg.train.epochs >= 1
-
