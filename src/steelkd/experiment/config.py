@@ -64,6 +64,11 @@ class RoleSpec:
         train: overrides of the base ``train`` section for this role's runs (e.g. ``{epochs: 120}``).
         data: overrides of the base ``data`` section for this role's training (e.g. ``{crop: [256, 800]}``);
             evaluation always uses the base ``data`` section, so every model is scored on the same images.
+        run: a run folder (``steelkd train`` or a recipe study wrote it: ``config.yaml`` and ``model/``)
+            where this role was already trained with exactly the run config the experiment would train it
+            with: used instead of training it again. Teacher roles only (students are trained once per
+            seed); a folder trained with another config is refused, naming the first field that differs
+            (:func:`steelkd.experiment.plan.check_handed_in`). Relative to the directory you run from.
     """
 
     name: str
@@ -72,6 +77,7 @@ class RoleSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    run: str = ""
 
 
 @dataclass
@@ -283,7 +289,14 @@ def _parse_bench(data: Any) -> BenchSpec:
 
 
 def _check_role_runs(cfg: ExperimentConfig) -> None:
-    """Per-role overrides must make a valid run config, on one device."""
+    """Per-role overrides must make a valid run config, on one device; a handed-in run only for teachers."""
+    students = {e.student for e in cfg.experiments}
+    for role, spec in cfg.models.items():
+        if spec.run and role in students:
+            raise ConfigError(
+                f"models.{role}.run: {role!r} is a student role (trained once per seed); only a teacher "
+                "role can use a run trained before"
+            )
     for role in cfg.models:
         train = run_config(cfg, role, seed=cfg.seeds[0]).train
         if train.min_steps:

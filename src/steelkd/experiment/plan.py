@@ -4,7 +4,9 @@ Every training run is identified by a content hash of its full resolved config (
 distillation run by the teacher's own hash). Run ``r`` lives in ``OUT/runs/<role>-<hash12>/``; a run whose
 ``model/model.json`` exists is reused, one with only ``checkpoints/last.ckpt`` is resumed, so running an
 experiment twice trains nothing and an interrupted experiment continues where it stopped. The hashes are
-a contract with the run directories on disk: changing what goes into them retrains everything.
+a contract with the run directories on disk: changing what goes into them retrains everything. A teacher
+role with ``run:`` (:class:`~steelkd.experiment.config.RoleSpec`) is handed in: that folder, trained
+elsewhere with the same run config (:func:`check_handed_in`), is the role's run.
 
 An experiment with ``equal_compute`` needs a second planning step once its baseline and distilled runs are
 trained: :func:`plan_equal_compute` adds, per seed, a baseline student trained for as many epochs as make
@@ -19,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from steelkd.config import Config
+from steelkd.config import Config, ConfigError, load_config
 from steelkd.experiment.config import ExperimentConfig, ExperimentSpec, run_config
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "EqualCompute",
     "FinishedRun",
     "RunSpec",
+    "check_handed_in",
     "compute_ratio",
     "config_hash",
     "equal_compute_epochs",
@@ -66,6 +70,19 @@ HASH_OMIT_DEFAULT: dict[str, object] = {
 }
 
 
+def _hashed_fields(run_cfg: Config) -> dict:
+    """The run config as a dict without the fields the hash leaves out."""
+    d = run_cfg.to_dict()
+    for key in (*HASH_EXCLUDE, *HASH_OMIT_DEFAULT):
+        node = d
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.get(p) or {}
+        if key in HASH_EXCLUDE or (last in node and node[last] == HASH_OMIT_DEFAULT[key]):
+            node.pop(last, None)
+    return d
+
+
 def config_hash(run_cfg: Config, teacher_hash: str | None = None) -> str:
     """Content hash (12 hex digits) of a run config; a distillation run names its teacher by hash.
 
@@ -79,14 +96,7 @@ def config_hash(run_cfg: Config, teacher_hash: str | None = None) -> str:
         >>> config_hash(a) == config_hash(b)
         False
     """
-    d = run_cfg.to_dict()
-    for key in (*HASH_EXCLUDE, *HASH_OMIT_DEFAULT):
-        node = d
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node.get(p) or {}
-        if key in HASH_EXCLUDE or (last in node and node[last] == HASH_OMIT_DEFAULT[key]):
-            node.pop(last, None)
+    d = _hashed_fields(run_cfg)
     if d.get("distill") is not None:
         d["distill"]["teacher"] = f"run:{teacher_hash}" if teacher_hash else d["distill"]["teacher"]
     blob = json.dumps(d, sort_keys=True, default=str).encode()
@@ -133,6 +143,7 @@ class RunSpec:
         aliases: every (role, ``plain``/``kd``/``equal``, seed, experiment name or None) this run stands for:
             identical configs (e.g. a teacher and the same role's first-seed baseline) are one run.
         equal_compute: the distilled runs it is the equal-compute baseline of (see :class:`EqualCompute`).
+        handed_in: the run was trained outside the experiment: ``dir`` is the teacher role's ``run:`` folder.
     """
 
     key: str
@@ -146,6 +157,7 @@ class RunSpec:
     status: str = "train"
     aliases: list[tuple[str, str, int, str | None]] = field(default_factory=list)
     equal_compute: list[EqualCompute] = field(default_factory=list)
+    handed_in: bool = False
 
     @property
     def model_dir(self) -> Path:
@@ -167,6 +179,59 @@ def _find_run_dir(runs_root: Path, key: str, digest: str) -> tuple[Path, str]:
         if (cand / "checkpoints" / "last.ckpt").is_file():
             return cand, "resume"
     return preferred, "train"
+
+
+def check_handed_in(run_dir: str | Path, planned: Config) -> Path:
+    """The run folder ``run_dir`` (trained elsewhere: ``steelkd train``, a recipe study) as ``planned``'s run.
+
+    Its ``config.yaml`` (the config training saved) must equal ``planned`` on every field the run hash
+    covers, ``data.root`` compared as a resolved path and ``planned``'s class weights resolved as training
+    resolves them (a method name becomes the list of weights; all but ``none`` read the training masks'
+    pixel counts). Its ``model/model.json`` must exist.
+
+    Raises:
+        ConfigError: no finished model, or naming the first field that differs.
+
+    Example:
+        >>> check_handed_in("../study_out/plateau_neu_seg/teacher_nano_gc_ff_12ep", cfg)  # doctest: +SKIP
+        PosixPath('../study_out/plateau_neu_seg/teacher_nano_gc_ff_12ep')
+    """
+    run = Path(run_dir)
+    if not (run / "model" / "model.json").is_file():
+        raise ConfigError(f"{run}: no model/model.json: not a finished run")
+    saved = load_config(run / "config.yaml")
+    want = copy.deepcopy(planned)
+    if isinstance(want.train.class_weights, str):
+        want.train.class_weights = _resolved_class_weights(want)
+    for cfg in (want, saved):
+        cfg.data.root = str(Path(cfg.data.root).resolve()) if cfg.data.root else cfg.data.root
+    a, b = _flat(_hashed_fields(want)), _flat(_hashed_fields(saved))
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            raise ConfigError(
+                f"{run / 'config.yaml'}: {key} is {b.get(key)!r}, the role's run config has {a.get(key)!r}"
+            )
+    return run
+
+
+def _resolved_class_weights(cfg: Config) -> list[float]:
+    from steelkd.engine.train import resolve_class_weights
+
+    if cfg.train.class_weights == "none":
+        return resolve_class_weights(cfg, None)
+    from steelkd.data import build_datasets
+
+    return resolve_class_weights(cfg, build_datasets(cfg.data).train)
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 class _Planner:
@@ -193,8 +258,10 @@ class _Planner:
         exp: ExperimentSpec | None = None,
         kind: str = "plain",
         epochs: int | None = None,
+        handed_in: str = "",
     ) -> RunSpec:
-        """The run of ``role`` with ``seed`` (from ``teacher`` if given; ``epochs`` replace the recipe's)."""
+        """The run of ``role`` with ``seed`` (from ``teacher`` if given; ``epochs`` replace the recipe's);
+        ``handed_in``: a run folder trained elsewhere with this config (:func:`check_handed_in`)."""
         run_cfg = run_config(
             self.cfg,
             role,
@@ -207,9 +274,13 @@ class _Planner:
         digest = config_hash(run_cfg, teacher.hash if teacher else None)
         spec = self.by_hash.get(digest)
         if spec is None:
-            run_dir, status = _find_run_dir(self.runs_root, key, digest)
+            if handed_in:
+                run_dir, status = check_handed_in(handed_in, run_cfg), "reuse"
+            else:
+                run_dir, status = _find_run_dir(self.runs_root, key, digest)
             run_cfg.train.out_dir = str(run_dir)
             spec = RunSpec(key, role, [], seed, run_cfg, digest, run_dir, teacher, status)
+            spec.handed_in = bool(handed_in)
             self.by_hash[digest] = spec
             self.new.append(spec)
         if use not in spec.uses:
@@ -225,14 +296,21 @@ def plan_experiment(cfg: ExperimentConfig, out_dir: str | Path) -> list[RunSpec]
 
     A teacher role trained with the first seed is the same run as that role's first-seed baseline (same
     config, same hash), so it is trained once. Each run's ``status`` says whether it is reused, resumed
-    or trained from scratch. The equal-compute baselines are not in it: they are planned once the
-    baselines and distilled runs are trained (:func:`plan_equal_compute`).
+    or trained from scratch; a teacher role with ``run:`` is that folder (:func:`check_handed_in`: raises
+    ConfigError when it was trained with another config). The equal-compute baselines are not in it: they
+    are planned once the baselines and distilled runs are trained (:func:`plan_equal_compute`).
     """
     planner = _Planner(cfg, out_dir)
     teachers: dict[str, RunSpec] = {}
     for e in cfg.experiments:
         if e.teacher not in teachers:
-            teachers[e.teacher] = planner.add(e.teacher, e.teacher, "teacher", cfg.seeds[0])
+            run = cfg.models[e.teacher].run
+            try:
+                teachers[e.teacher] = planner.add(
+                    e.teacher, e.teacher, "teacher", cfg.seeds[0], handed_in=run
+                )
+            except ConfigError as exc:
+                raise ConfigError(f"models.{e.teacher}.run: {exc}") from None
     for e in cfg.experiments:
         for s in cfg.seeds:
             planner.add(e.student, e.student, "baseline", s)

@@ -279,6 +279,12 @@ def runs_section(doc: ReportDoc, ctx: ReportContext) -> None:
         "",
         "Directories: `runs/<run>/` (reused when `model/model.json` exists; resumed from "
         "`checkpoints/last.ckpt` otherwise).",
+        *[
+            f"{r.spec.label} was handed in (`models.{r.spec.role}.run`): trained before, outside this "
+            f"experiment, with the same run config, in `{r.spec.dir}`."
+            for r in ctx.data.records
+            if r.spec.handed_in
+        ],
         "",
     )
 

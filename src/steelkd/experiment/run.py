@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import csv
 import gc
 import hashlib
 import json
@@ -161,12 +162,25 @@ def train_runs(plan: list[RunSpec], fit: FitFn, progress: bool) -> tuple[list[Ru
 
 
 def _reused_record(spec: RunSpec) -> RunRecord:
-    """A reused run's record: seconds, CPU seconds and device from its ``steelkd_run.json`` (if any)."""
+    """A reused run's record: seconds, CPU seconds and device from its ``steelkd_run.json``; a run trained
+    outside an experiment (a handed-in teacher) has none: its wall seconds from ``logs/metrics.csv``."""
     info_path = spec.dir / RUN_INFO
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info = json.loads(info_path.read_text()) if info_path.is_file() else _logged_info(spec)
     return RunRecord(
         spec, "reused", info.get("seconds"), cpu_seconds=info.get("cpu_seconds"), device=info.get("device")
     )
+
+
+def _logged_info(spec: RunSpec) -> dict[str, Any]:
+    """Wall seconds (the last ``time/elapsed_s`` logged in ``logs/metrics.csv``) and device of a run."""
+    from steelkd.engine.recipe import ELAPSED_KEY
+
+    path = spec.dir / "logs" / "metrics.csv"
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as f:
+        times = [row[ELAPSED_KEY] for row in csv.DictReader(f) if row.get(ELAPSED_KEY)]
+    return {"seconds": float(times[-1]), "device": _train_device(spec)} if times else {}
 
 
 def _train_one(spec: RunSpec, fit: FitFn, progress: bool, resume_arg: str | None) -> RunRecord:
