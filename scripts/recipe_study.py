@@ -128,7 +128,9 @@ def report(study: dict[str, Any], out: Path, dest: Path) -> None:
         f"Base config `{study['base']}`"
         + (f" with `{'`, `'.join(_common(study))}` in every variant" if _common(study) else "")
         + "; every figure is on the **validation** split (best epoch by "
-        "validation mDice); the test split is not read. Plateau: first epoch at >= 95% of the best.",
+        "validation mDice); the test split is not read. Plateau: first epoch at >= 95% of the best. "
+        "Epochs count from 1 (epochs trained, as in the figure; `recipe.json` keeps the logged 0-based "
+        "`best_epoch` and `plateau_epoch`).",
         f"Command: `python scripts/recipe_study.py {study.get('_path', 'STUDY.yaml')} --report {dest}`.",
         *([str(study["note"])] if study.get("note") else []),
         "",
@@ -142,7 +144,7 @@ def report(study: dict[str, Any], out: Path, dest: Path) -> None:
         sets = ", ".join(f"`{s}`" for s in r["sets"]) or "(base)"
         lines.append(
             f"| {r['variant']} | {sets} | {r['val_mdice']:.4f} | {r['val_miou_bg']:.4f} | {dice} | "
-            f"{r['best_epoch']} / {r['plateau_epoch']} / {r['epochs']} | {r['minutes']:.1f} | "
+            f"{r['best_epoch'] + 1} / {r['plateau_epoch'] + 1} / {r['epochs']} | {r['minutes']:.1f} | "
             f"{r.get('machine', 'not recorded')} |"
         )
     unfinished = [v for v in study.get("variants") or {} if v not in {r["variant"] for r in rows}]

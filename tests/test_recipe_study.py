@@ -54,6 +54,8 @@ def test_report_keeps_rows_and_curves_of_variants_whose_runs_are_gone(tmp_path) 
     assert pd.read_csv(dest / "curves" / "a.csv")["val/mdice"].tolist() == [0.1, 0.6, 0.5]
     table = (dest / "recipe.md").read_text()
     assert "| a | `train.epochs=3` | 0.6000" in table and "| b | `train.epochs=2` | 0.7000" in table
+    # epochs trained (1-based, as in the figure): a peaks (and plateaus) at its 2nd of 3, b at its 2nd of 2
+    assert "| 2 / 2 / 3 |" in table and "| 2 / 2 / 2 |" in table
 
     # a variant whose overrides changed is not the one measured: its old row is dropped
     study["variants"]["a"] = ["train.epochs=4"]
