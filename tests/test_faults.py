@@ -7,6 +7,7 @@ step and one validation per epoch.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import resource
 import shutil
@@ -78,6 +79,15 @@ def test_non_finite_loss_through_the_cli_is_one_line(tmp_path: Path) -> None:
     assert isinstance(result.exception, SystemExit) and result.exit_code == 1
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "training loss is" in errors[0] and "at step" in errors[0], result.output
+
+
+def test_cli_names_the_best_epoch_counting_from_one(tmp_path: Path) -> None:
+    cfg = train_config(flat_folder(tmp_path / "flat"), tmp_path / "run", train__epochs=2)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "cfg.yaml")])
+    assert result.exit_code == 0, result.output
+    best = json.loads((tmp_path / "run" / "best_metrics.json").read_text())["epoch"]  # logged, 0-based
+    assert f"best epoch {best + 1} of 2 on the validation split" in result.output
 
 
 def test_unwritable_output_folder_fails_before_training(tmp_path: Path) -> None:

@@ -49,9 +49,10 @@ def _run(config: Path, sets: list[str], resume: str | None, distill: bool) -> No
         result = fit(cfg, resume=resume)
     m = result.best_metrics
     if m:
+        epochs = load_config(result.out_dir / "config.yaml").train.epochs  # as trained (train.min_steps)
         console.print(
-            f"best epoch {m.get('epoch')} on the validation split: mDice {m.get('mdice', float('nan')):.4f}  "
-            f"Kaggle Dice {m.get('kaggle_dice', float('nan')):.4f}"
+            f"best epoch {int(m['epoch']) + 1} of {epochs} on the validation split: "
+            f"mDice {m.get('mdice', float('nan')):.4f}  Kaggle Dice {m.get('kaggle_dice', float('nan')):.4f}"
         )
         if "pixel_counts" in m:
             names = cfg.data.class_names
