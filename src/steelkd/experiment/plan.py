@@ -279,8 +279,9 @@ class _Planner:
             else:
                 run_dir, status = _find_run_dir(self.runs_root, key, digest)
             run_cfg.train.out_dir = str(run_dir)
-            spec = RunSpec(key, role, [], seed, run_cfg, digest, run_dir, teacher, status)
-            spec.handed_in = bool(handed_in)
+            spec = RunSpec(
+                key, role, [], seed, run_cfg, digest, run_dir, teacher, status, handed_in=bool(handed_in)
+            )
             self.by_hash[digest] = spec
             self.new.append(spec)
         if use not in spec.uses:

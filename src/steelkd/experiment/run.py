@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import csv
 import gc
 import hashlib
 import json
@@ -172,15 +171,14 @@ def _reused_record(spec: RunSpec) -> RunRecord:
 
 
 def _logged_info(spec: RunSpec) -> dict[str, Any]:
-    """Wall seconds (the last ``time/elapsed_s`` logged in ``logs/metrics.csv``) and device of a run."""
-    from steelkd.engine.recipe import ELAPSED_KEY
+    """Wall seconds (``time/elapsed_s`` at the last validation in ``logs/metrics.csv``) and device."""
+    from steelkd.figures import read_val_curve
 
-    path = spec.dir / "logs" / "metrics.csv"
-    if not path.is_file():
+    try:
+        elapsed = read_val_curve(spec.dir / "logs" / "metrics.csv")["elapsed_s"].dropna()
+    except (FileNotFoundError, ValueError):  # no log, or no validation logged
         return {}
-    with path.open(newline="") as f:
-        times = [row[ELAPSED_KEY] for row in csv.DictReader(f) if row.get(ELAPSED_KEY)]
-    return {"seconds": float(times[-1]), "device": _train_device(spec)} if times else {}
+    return {"seconds": float(elapsed.iloc[-1]), "device": _train_device(spec)} if len(elapsed) else {}
 
 
 def _train_one(spec: RunSpec, fit: FitFn, progress: bool, resume_arg: str | None) -> RunRecord:
