@@ -19,6 +19,9 @@ import numpy as np
 import yaml
 from PIL import Image
 
+#: the experiment presets
+PRESETS = Path(__file__).resolve().parents[1] / "configs" / "experiments"
+
 #: ``build(folder) -> (argv, text the error line must contain)``.
 Builder = Callable[[Path], tuple[list[str], str]]
 
@@ -527,6 +530,14 @@ BAD_CONFIG: list[Bad] = [
         "config",
         "config file missing",
         lambda tmp: (["train", "--config", str(tmp / "nope.yaml")], "nope.yaml"),
+    ),
+    Bad(
+        "config",
+        "experiment --only names no experiment",
+        lambda tmp: (
+            ["experiment", "--config", str(PRESETS / "demo.yaml"), "--out", str(tmp / "o"), "--only", "nope"],
+            "no experiment named 'nope'",
+        ),
     ),
 ]
 

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from steelkd.config import Config, ConfigError, DistillConfig
 from steelkd.experiment import (
@@ -243,6 +244,27 @@ def test_experiments_differing_only_in_distill_settings_share_teacher_and_baseli
         experiment_config_from_dict(
             _small(Path("/d"), experiments=[{**exps[0], "distill": {"teacher": "x"}}])
         )
+
+
+def test_only_keeps_named_experiments_with_the_same_run_hashes(tmp_path: Path) -> None:
+    exps = [
+        {"name": "live", "teacher": "teacher", "student": "student"},
+        {"name": "cached", "teacher": "teacher", "student": "student", "distill": {"logit_cache": "auto"}},
+    ]
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(_small(Path("/d"), experiments=exps, seeds=[0, 1])))
+    whole = plan_experiment(load_experiment_config(path), tmp_path / "out")
+    stage_cfg = load_experiment_config(path, only=["cached"])
+    assert [e.name for e in stage_cfg.experiments] == ["cached"]
+    stage = plan_experiment(stage_cfg, tmp_path / "out")
+    # the stage is the whole plan less the other experiment's distilled runs, hash for hash
+    assert {r.hash for r in stage} == {r.hash for r in whole if r.config.distill is None} | {
+        r.hash for r in whole if r.config.distill is not None and r.config.distill.logit_cache == "auto"
+    }
+    assert len(stage) == len(whole) - 2
+    message = r"exp\.yaml: only: no experiment named 'dist' \(experiments: live, cached\)"
+    with pytest.raises(ConfigError, match=message):
+        load_experiment_config(path, only=["dist"])
 
 
 # ---------------------------------------------------------------------------------------- the chain

@@ -39,12 +39,18 @@ def register(app: typer.Typer) -> None:
         ),
         progress: bool = typer.Option(False, "--progress/--no-progress", help="Lightning progress bars."),
         sets: list[str] = SetOpt,
+        only: list[str] = typer.Option(
+            [],
+            "--only",
+            help="Run and report only this experiment (repeatable): a stage of a long preset; "
+            "its runs are reused when the whole preset runs later.",
+        ),
     ) -> None:
         """Train/reuse teachers and students, distil, evaluate, benchmark and write OUT/report.md."""
         from steelkd.experiment import load_experiment_config, plan_experiment, run_experiment
 
         with user_errors():
-            cfg = load_experiment_config(config, list(sets or []))
+            cfg = load_experiment_config(config, list(sets or []), list(only or []))
             if dry_run:
                 plan = plan_experiment(cfg, out)
                 table = Table(title=f"{cfg.name}: {len(plan)} runs in {out / 'runs'}")

@@ -321,11 +321,19 @@ def _check_model_names(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"models.{role}.name: unknown model {spec.name!r} (see `steelkd models list`)")
 
 
-def load_experiment_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+def load_experiment_config(
+    path: str | Path, overrides: Sequence[str] = (), only: Sequence[str] = ()
+) -> ExperimentConfig:
     """Read an experiment YAML, apply ``key=value`` overrides (e.g. ``data.root=/data``) and validate.
 
+    Args:
+        path: the experiment YAML.
+        overrides: ``section.field=value`` overrides, applied before validation.
+        only: keep only the experiments of these names (empty = all): a stage of a long experiment. Its
+            runs have the same hashes as in the whole experiment, so a later run of all of it reuses them.
+
     Raises:
-        ConfigError: naming the file and the bad key or value.
+        ConfigError: naming the file and the bad key or value, or an unknown experiment name in ``only``.
 
     Example:
         >>> cfg = load_experiment_config("configs/experiments/paper.yaml",
@@ -335,9 +343,22 @@ def load_experiment_config(path: str | Path, overrides: Sequence[str] = ()) -> E
     data = read_yaml_mapping(p, "experiment config")
     try:
         data = apply_overrides(data, list(overrides))
+        if only:
+            data["experiments"] = _only_experiments(data.get("experiments"), only)
         return experiment_config_from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from exc
+
+
+def _only_experiments(exps_raw: Any, only: Sequence[str]) -> list[Any]:
+    """The entries of ``exps_raw`` named in ``only``, in the config's order; an unknown name is an error."""
+    exps = exps_raw if isinstance(exps_raw, list) else []
+    names = [e.get("name") for e in exps if isinstance(e, dict)]
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        known = ", ".join(map(str, names))
+        raise ConfigError(f"only: no experiment named {unknown[0]!r} (experiments: {known})")
+    return [e for e in exps if isinstance(e, dict) and e.get("name") in only]
 
 
 def run_config(

@@ -180,6 +180,8 @@ def header_section(doc: ReportDoc, ctx: ReportContext) -> None:
         f"- data: {cfg.data.kind} at `{cfg.data.root}`; classes {', '.join(data.class_names)}; "
         f"{data.n_train} training / {data.n_val} validation / {data.n_test} test images: checkpoints "
         f"chosen on validation mDice, every model scored once on test at full resolution",
+        "- experiments: " + ", ".join(f"`{e.name}`" for e in cfg.experiments)
+        + " (`steelkd experiment --only NAME` runs a subset of a preset; the resolved config lists them)",
         f"- seeds: students {cfg.seeds} (mean ± sample std over seeds); "
         f"teachers once with seed {cfg.seeds[0]}",
         f"- speed: batch 1 at {size[0]}x{size[1]}, median of {cfg.bench.repeats} timed runs after "
