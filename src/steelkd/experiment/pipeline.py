@@ -21,7 +21,7 @@ import yaml
 
 from steelkd.experiment.config import ExperimentConfig
 from steelkd.experiment.deviations import paper_deviations
-from steelkd.experiment.plan import plan_experiment
+from steelkd.experiment.plan import RESULTS_JSON, plan_experiment
 from steelkd.experiment.report import write_report
 from steelkd.experiment.results import RunRecord, write_bench_files, write_results_json
 from steelkd.experiment.run import FitFn, run_plan
@@ -57,7 +57,8 @@ def run_experiment(
     Args:
         cfg: the experiment config.
         out_dir: output directory: ``runs/``, ``tables/``, ``figures/``, ``bench.json``/``bench.csv``,
-            ``results.json`` and ``report.md``.
+            ``results.json``, ``logs/`` and ``examples/`` (what is kept of each run) and ``report.md``. Runs
+            an earlier call recorded in its ``results.json`` whose folders are gone are carried.
         fit: the training function (default :func:`steelkd.engine.fit`); called as
             ``fit(config, progress=..., resume=...)``.
         progress: show Lightning's progress bar during training.
@@ -74,14 +75,15 @@ def run_experiment(
     t_start = time.perf_counter()
     atomic_write_text(out / "experiment_config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     plan = plan_experiment(cfg, out)
-    counts = {s: sum(1 for p in plan if p.status == s) for s in ("reuse", "resume", "train")}
+    counts = {s: sum(1 for p in plan if p.status == s) for s in ("reuse", "resume", "train", "carried")}
     log.info(
-        "experiment %s: %d runs (%d to train, %d to resume, %d to reuse) in %s",
+        "experiment %s: %d runs (%d to train, %d to resume, %d to reuse, %d carried) in %s",
         cfg.name,
         len(plan),
         counts["train"],
         counts["resume"],
         counts["reuse"],
+        counts["carried"],
         out,
     )
     n_equal = len(cfg.seeds) * sum(e.equal_compute for e in cfg.experiments)
@@ -90,7 +92,7 @@ def run_experiment(
     data = run_plan(cfg, plan, fit=fit, progress=progress, out_dir=out)
     write_bench_files(data.bench, out)
     deviations = paper_deviations(cfg, data.n_train + data.n_val, data.n_test)
-    write_results_json(out / "results.json", cfg, data, deviations)
+    write_results_json(out / RESULTS_JSON, cfg, data, deviations)
     tables, figures = write_report(cfg, data, deviations, out, time.perf_counter() - t_start)
     log.info("report written to %s (%.1f s)", out / "report.md", time.perf_counter() - t_start)
     return ExperimentResult(out, out / "report.md", data.records, data.bench, tables, figures, data.trained)

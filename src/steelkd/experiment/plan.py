@@ -8,6 +8,12 @@ a contract with the run directories on disk: changing what goes into them retrai
 role with ``run:`` (:class:`~steelkd.experiment.config.RoleSpec`) is handed in: that folder, trained
 elsewhere with the same run config (:func:`check_handed_in`), is the role's run.
 
+Run folders need not outlive the machine: a run whose folder is gone but which an earlier call recorded in
+``OUT/results.json`` (same hash, with its test metrics) is **carried** (:func:`carried_runs`): its recorded
+seconds and metrics stand for it and it is not trained again, unless a run still to be trained needs its
+weights (a teacher), in which case it is trained again. So a long preset runs in stages over sessions
+whose machines keep only the committed output folder.
+
 An experiment with ``equal_compute`` needs a second planning step once its baseline and distilled runs are
 trained: :func:`plan_equal_compute` adds, per seed, a baseline student trained for as many epochs as make
 its compute equal to the distilled run's (the ratio of their recorded seconds), hashed like any run.
@@ -28,7 +34,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from steelkd.config import Config, ConfigError, load_config
 from steelkd.experiment.config import ExperimentConfig, ExperimentSpec, run_config
@@ -36,9 +42,11 @@ from steelkd.experiment.config import ExperimentConfig, ExperimentSpec, run_conf
 __all__ = [
     "HASH_EXCLUDE",
     "HASH_OMIT_DEFAULT",
+    "RESULTS_JSON",
     "EqualCompute",
     "FinishedRun",
     "RunSpec",
+    "carried_runs",
     "check_handed_in",
     "compute_ratio",
     "config_hash",
@@ -60,6 +68,10 @@ HASH_EXCLUDE: tuple[str, ...] = (
     "train.channels_last",
     "train.compile",
 )
+
+#: The experiment's raw results in its output folder; written by :mod:`steelkd.experiment.results`, read
+#: here for the runs an earlier call recorded (:func:`carried_runs`).
+RESULTS_JSON = "results.json"
 
 #: Fields added after run directories existed, with their defaults: left out of the hash while they hold
 #: that default, so adding an optional feature does not retrain every run made before it.
@@ -139,11 +151,14 @@ class RunSpec:
         hash: content hash (see :func:`config_hash`).
         dir: the run directory ``OUT/runs/<key>-<hash>``.
         teacher: the teacher run (distillation runs only).
-        status: ``reuse`` (model exists), ``resume`` (last checkpoint exists) or ``train``.
+        status: ``reuse`` (model exists), ``resume`` (last checkpoint exists), ``carried`` (no folder, but
+            recorded in the output folder's ``results.json``: see ``carried``) or ``train``.
         aliases: every (role, ``plain``/``kd``/``equal``, seed, experiment name or None) this run stands for:
             identical configs (e.g. a teacher and the same role's first-seed baseline) are one run.
         equal_compute: the distilled runs it is the equal-compute baseline of (see :class:`EqualCompute`).
         handed_in: the run was trained outside the experiment: ``dir`` is the teacher role's ``run:`` folder.
+        carried: the run's entry in an earlier ``results.json`` of the output folder (:func:`carried_runs`),
+            when it has one; used as the run's record while ``status`` is ``carried``.
     """
 
     key: str
@@ -158,6 +173,7 @@ class RunSpec:
     aliases: list[tuple[str, str, int, str | None]] = field(default_factory=list)
     equal_compute: list[EqualCompute] = field(default_factory=list)
     handed_in: bool = False
+    carried: dict[str, Any] | None = None
 
     @property
     def model_dir(self) -> Path:
@@ -179,6 +195,28 @@ def _find_run_dir(runs_root: Path, key: str, digest: str) -> tuple[Path, str]:
         if (cand / "checkpoints" / "last.ckpt").is_file():
             return cand, "resume"
     return preferred, "train"
+
+
+def carried_runs(out_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The runs an earlier call recorded in ``OUT/results.json`` with test metrics, by content hash.
+
+    Entries from before ``hash`` was written are keyed by the hash ending their ``run`` label; entries
+    without ``mdice`` (never evaluated) are left out. No file: an empty dict.
+
+    Raises:
+        ValueError: the file exists but is not a results file (one line naming it).
+    """
+    path = Path(out_dir) / RESULTS_JSON
+    if not path.is_file():
+        return {}
+    try:
+        runs = json.loads(path.read_text())["runs"]
+        return {
+            str(r.get("hash") or r["run"].rsplit("-", 1)[-1]): r for r in runs if r.get("mdice") is not None
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        what = f"{exc.__class__.__name__}: {exc}"
+        raise ValueError(f"{path}: not an experiment results file ({what})") from None
 
 
 def check_handed_in(run_dir: str | Path, planned: Config) -> Path:
@@ -244,6 +282,7 @@ class _Planner:
     def __init__(self, cfg: ExperimentConfig, out_dir: str | Path, known: Iterable[RunSpec] = ()) -> None:
         self.cfg = cfg
         self.runs_root = Path(out_dir) / "runs"
+        self.carried = carried_runs(out_dir)
         self.by_hash: dict[str, RunSpec] = {s.hash: s for s in known}
         self.new: list[RunSpec] = []
 
@@ -278,10 +317,11 @@ class _Planner:
                 run_dir, status = check_handed_in(handed_in, run_cfg), "reuse"
             else:
                 run_dir, status = _find_run_dir(self.runs_root, key, digest)
+            carried = self.carried.get(digest)
+            status = "carried" if status == "train" and carried is not None else status
             run_cfg.train.out_dir = str(run_dir)
-            spec = RunSpec(
-                key, role, [], seed, run_cfg, digest, run_dir, teacher, status, handed_in=bool(handed_in)
-            )
+            spec = RunSpec(key, role, [], seed, run_cfg, digest, run_dir, teacher, status)
+            spec.handed_in, spec.carried = bool(handed_in), carried
             self.by_hash[digest] = spec
             self.new.append(spec)
         if use not in spec.uses:
@@ -296,8 +336,10 @@ def plan_experiment(cfg: ExperimentConfig, out_dir: str | Path) -> list[RunSpec]
     """Every training run the experiment needs, in order (teachers, baselines, distilled), deduplicated.
 
     A teacher role trained with the first seed is the same run as that role's first-seed baseline (same
-    config, same hash), so it is trained once. Each run's ``status`` says whether it is reused, resumed
-    or trained from scratch; a teacher role with ``run:`` is that folder (:func:`check_handed_in`: raises
+    config, same hash), so it is trained once. Each run's ``status`` says whether it is reused, resumed,
+    carried from the output folder's ``results.json`` (:func:`carried_runs`; a carried teacher of a run
+    still to train is trained again) or trained from scratch; a teacher role with ``run:`` is that folder
+    (:func:`check_handed_in`: raises
     ConfigError when it was trained with another config). The equal-compute baselines are not in it: they
     are planned once the baselines and distilled runs are trained (:func:`plan_equal_compute`).
     """
@@ -319,6 +361,11 @@ def plan_experiment(cfg: ExperimentConfig, out_dir: str | Path) -> list[RunSpec]
         for s in cfg.seeds:
             key = f"{e.student}-kd-{e.teacher}"
             planner.add(key, e.student, "distilled", s, teacher=teachers[e.teacher], exp=e, kind="kd")
+    for spec in planner.new:  # a carried teacher whose weights a run still to train needs: train it again
+        teacher = spec.teacher
+        if teacher is not None and teacher.status == "carried" and spec.status in ("train", "resume"):
+            teacher.status = "train"
+            log.info("%s: carried, but %s needs its weights: trained again", spec.teacher.label, spec.label)
     return planner.new
 
 

@@ -2,9 +2,11 @@
 
 For experiment ``k``: the teacher's margin, Table ``k``a (mDice before/after with params, GMACs, FPS; the
 paper's Tables 1, 2, 4), Table ``k``b (Dice per class; Tables 3, 5), Table ``k``c (all metrics), Table
-``k``d (the students at equal compute, for an experiment with ``equal_compute``), Fig. 4
-(losses of the first-seed distilled student) and Fig. 5 (Dice bars); then Fig. 6 (example predictions)
-for all experiments. Everything is read from the results handed in; no model runs here.
+``k``d (the students at equal compute, for an experiment with ``equal_compute``), the learning curves
+(validation mDice against epochs and wall time), Fig. 4 (losses of the first-seed distilled student) and
+Fig. 5 (Dice bars); then Fig. 6 (example predictions) for all experiments. Everything is read from the
+results handed in; no model runs here. Logs are read from the copies the output folder keeps
+(``OUT/logs/``), so runs carried from an earlier call are drawn too.
 
 Example:
     >>> for k, view in enumerate(ctx.views):  # doctest: +SKIP
@@ -26,8 +28,16 @@ from steelkd.experiment.report_sections import (
     mean_std,
     pretty_model_name,
 )
-from steelkd.experiment.results import ExampleImage, ExperimentView
-from steelkd.figures import plot_dice_bars, plot_loss_curves, plot_overlay_grid, read_loss_history
+from steelkd.experiment.results import ExampleImage, ExperimentView, RunRecord, kept_log
+from steelkd.figures import (
+    plateau_epoch,
+    plot_dice_bars,
+    plot_learning_curves,
+    plot_loss_curves,
+    plot_overlay_grid,
+    read_loss_history,
+    read_val_curve,
+)
 from steelkd.paper import PAPER_RESULTS
 from steelkd.postprocess import overlay
 from steelkd.tables import MeanStd, Table
@@ -55,6 +65,7 @@ def experiment_section(doc: ReportDoc, ctx: ReportContext, k: int, view: Experim
     _all_metrics_table(doc, ctx, k, view)
     if view.equal_compute:
         _equal_compute_table(doc, k, view)
+    _curves_figure(doc, view)
     _loss_figure(doc, view)
     _dice_figure(doc, ctx, view)
 
@@ -199,10 +210,39 @@ def _equal_compute_table(doc: ReportDoc, k: int, view: ExperimentView) -> None:
     )
 
 
+def _curves_figure(doc: ReportDoc, view: ExperimentView) -> None:
+    """Validation mDice against epochs and wall minutes of the teacher and the first-seed students, with
+    each run's plateau (the first validation at >= 95% of its best) and best epoch in a line of text."""
+    runs: list[tuple[str, RunRecord]] = [("teacher", view.teacher), ("baseline", view.baselines[0])]
+    runs += [("distilled", view.distilled[0])]
+    runs += [("equal-compute baseline", view.equal_compute[0])] if view.equal_compute else []
+    curves = {}
+    for what, rec in runs:
+        log_csv = kept_log(doc.out_dir, rec.spec.label)
+        try:
+            curves[f"{what} ({rec.spec.config.train.epochs} ep)"] = read_val_curve(log_csv)
+        except (FileNotFoundError, ValueError):  # no log kept (e.g. a run carried from before logs were)
+            continue
+    if not curves:
+        return
+    name = view.spec.name
+    title = f"{name}: validation mDice (seed {view.baselines[0].spec.seed})"
+    path = plot_learning_curves(curves, doc.fig_dir / f"curves_{name}.png", title=title)
+    facts = []
+    for label, c in curves.items():
+        v = c["val/mdice"].to_numpy()
+        facts.append(
+            f"{label}: best {v.max():.4f} at epoch {int(c['epoch'].iloc[v.argmax()]) + 1}, "
+            f"95% of it from epoch {int(c['epoch'].iloc[plateau_epoch(v)]) + 1}"
+        )
+    doc.add("Learning curves (validation split; epochs count from 1): " + "; ".join(facts) + ".", "")
+    doc.figure(path, f"learning curves {name}")
+
+
 def _loss_figure(doc: ReportDoc, view: ExperimentView) -> None:
-    """Fig. 4: L_KD and L of the first-seed distilled student, from its ``logs/metrics.csv``."""
+    """Fig. 4: L_KD and L of the first-seed distilled student, from its kept ``logs/metrics.csv``."""
     d0 = view.distilled[0]
-    metrics_csv = d0.spec.dir / "logs" / "metrics.csv"
+    metrics_csv = kept_log(doc.out_dir, d0.spec.label)
     if not metrics_csv.is_file():
         return
     name = view.spec.name
@@ -254,8 +294,16 @@ def predictions_section(doc: ReportDoc, ctx: ReportContext) -> None:
     if not examples.images:
         return
     for view in ctx.views:
+        lacking = [r.spec.label for r in _overlay_runs(view) if r.spec.label not in examples.predictions]
+        if lacking:  # carried runs whose predictions were not kept
+            doc.add(f"(no Fig. 6 for {view.spec.name}: no predictions kept for {', '.join(lacking)})", "")
+            continue
         path = _overlay_figure(ctx, view, doc.fig_dir / f"fig6_{view.spec.name}_overlays.png")
         doc.figure(path, f"Fig. 6 {view.spec.name}")
+
+
+def _overlay_runs(view: ExperimentView) -> list[RunRecord]:
+    return [view.baselines[0], view.distilled[0], view.teacher]
 
 
 def _overlay_figure(ctx: ReportContext, view: ExperimentView, path: Path) -> Path:

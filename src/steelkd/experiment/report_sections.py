@@ -280,7 +280,9 @@ def runs_section(doc: ReportDoc, ctx: ReportContext) -> None:
         table.to_markdown(),
         "",
         "Directories: `runs/<run>/` (reused when `model/model.json` exists; resumed from "
-        "`checkpoints/last.ckpt` otherwise).",
+        "`checkpoints/last.ckpt` otherwise). Status `carried`: the run's folder is gone (a run folder "
+        "does not outlive its machine); its seconds and metrics are the ones an earlier call recorded in "
+        "`results.json`, its log and example predictions the copies kept in `logs/` and `examples/`.",
         *[
             f"{r.spec.label} was handed in (`models.{r.spec.role}.run`): trained before, outside this "
             f"experiment, with the same run config, in `{r.spec.dir}`."
@@ -334,5 +336,7 @@ def files_section(doc: ReportDoc, ctx: ReportContext) -> None:
         "- `tables/*.csv`: every table above (mean, std and n columns for seeded values)",
         "- `figures/*.png`, `bench.json`/`bench.csv`, `results.json` (all metrics), "
         "`runs/<run>/eval-*.json` (per-model evaluation)",
+        "- `logs/<run>.csv` (each run's `logs/metrics.csv`), `examples/<run>.npz` (its Fig. 6 label maps): "
+        "with `results.json`, what a later call needs to report a run whose folder is gone",
         "",
     )

@@ -3,7 +3,9 @@
 :mod:`steelkd.experiment.run` trains, evaluates and benchmarks and fills an :class:`ExperimentData`
 (every number and array the report needs, including the example predictions of Fig. 6); the report
 (:mod:`steelkd.experiment.report`) reads it and runs no model. This module also writes the raw results
-(``results.json``, ``bench.json``, ``bench.csv``).
+(``results.json``, ``bench.json``, ``bench.csv``) and names what the output folder keeps of each run, so
+that a run whose folder is gone can still be reported (``status`` ``carried``): its training log
+(:func:`kept_log`) and its predictions on the Fig. 6 examples (:func:`kept_examples`).
 
 Example:
     >>> views = experiment_views(cfg, data.records)  # doctest: +SKIP
@@ -33,6 +35,8 @@ __all__ = [
     "ExperimentView",
     "RunRecord",
     "experiment_views",
+    "kept_examples",
+    "kept_log",
     "run_experiments",
     "run_kind",
     "run_method",
@@ -47,12 +51,15 @@ class RunRecord:
 
     Attributes:
         spec: the run.
-        status: ``trained``, ``resumed`` or ``reused``.
+        status: ``trained``, ``resumed``, ``reused`` or ``carried`` (its folder is gone: seconds, metrics
+            and ``teacher_mdice`` are the ones an earlier call recorded in ``results.json``).
         seconds: wall seconds of its training (None: a reused run without ``steelkd_run.json``).
         metrics: its test-split evaluation.
         cpu_seconds: user + system CPU seconds of the training process and its children (None: not
             recorded, a run from before they were).
         device: ``cpu`` or ``cuda``: where it trained (None: not recorded).
+        teacher_mdice: a distilled run's teacher's test mDice as that teacher was when the student learnt
+            from it (a carried teacher trained again may score otherwise); None for other runs.
     """
 
     spec: RunSpec
@@ -61,6 +68,17 @@ class RunRecord:
     metrics: dict[str, Any] = field(default_factory=dict)
     cpu_seconds: float | None = None
     device: str | None = None
+    teacher_mdice: float | None = None
+
+
+def kept_log(out_dir: Path, label: str) -> Path:
+    """``OUT/logs/<run>.csv``: the copy of a run's ``logs/metrics.csv`` the output folder keeps."""
+    return Path(out_dir) / "logs" / f"{label}.csv"
+
+
+def kept_examples(out_dir: Path, label: str) -> Path:
+    """``OUT/examples/<run>.npz``: a run's label maps of the Fig. 6 examples (key: the image index)."""
+    return Path(out_dir) / "examples" / f"{label}.npz"
 
 
 @dataclass
@@ -177,11 +195,14 @@ def write_results_json(
 ) -> Path:
     """``results.json``: name, versions, seeds, deviations, the benchmark and every run with its metrics.
 
-    Each run: ``role`` (``teacher`` when used as one, else ``student``), ``kind`` (``baseline``,
-    ``baseline_equal_compute`` or ``distilled``; a teacher is a baseline), ``method`` (distilled runs, see
-    :func:`run_method`), ``experiments`` (the names it stands for), ``seed``, ``epochs``, ``wall_seconds``,
-    ``cpu_seconds``, the test metrics flat (``mdice``, ``miou_bg``, ``dice`` per class) and nested
-    (``metrics``), and for an equal-compute baseline what it equals (``equal_compute``).
+    Each run: ``run`` (its label), ``hash``, ``role`` (``teacher`` when used as one, else ``student``),
+    ``kind`` (``baseline``, ``baseline_equal_compute`` or ``distilled``; a teacher is a baseline),
+    ``method`` (distilled runs, see :func:`run_method`), ``experiments`` (the names it stands for),
+    ``seed``, ``epochs``, ``wall_seconds``, ``cpu_seconds``, the test metrics flat (``mdice``,
+    ``miou_bg``, ``dice`` per class) and nested (``metrics``), for a distilled run its teacher's test
+    mDice then (``teacher_mdice``), and for an equal-compute baseline what it equals
+    (``equal_compute``). A later call into the same folder carries the runs listed here whose folders
+    are gone (:func:`steelkd.experiment.plan.carried_runs`).
     """
     results = {
         "name": cfg.name,
@@ -195,10 +216,12 @@ def write_results_json(
     return path
 
 
+
 def _run_entry(cfg: ExperimentConfig, r: RunRecord) -> dict[str, Any]:
     spec, m = r.spec, r.metrics
     return {
         "run": spec.label,
+        "hash": spec.hash,
         "role": "teacher" if "teacher" in spec.uses else "student",
         "kind": run_kind(spec),
         "method": run_method(spec.config),
@@ -209,6 +232,7 @@ def _run_entry(cfg: ExperimentConfig, r: RunRecord) -> dict[str, Any]:
         "seed": spec.seed,
         "epochs": spec.config.train.epochs,
         "teacher": spec.teacher.label if spec.teacher else None,
+        "teacher_mdice": r.teacher_mdice,
         "status": r.status,
         "seconds": r.seconds,
         "wall_seconds": r.seconds,

@@ -2,7 +2,10 @@
 
 Everything that needs a model happens here, and :func:`run_plan` hands the outcome back as a plain
 :class:`~steelkd.experiment.results.ExperimentData` (metrics, benchmark rows, the Fig. 6 examples with
-each needed run's prediction), from which the report is assembled without running any model.
+each needed run's prediction), from which the report is assembled without running any model. The output
+folder keeps what the report needs of each run beyond ``results.json`` (its log, its example predictions),
+so a run carried from an earlier call (its folder gone, ``status`` ``carried``) is reported like the others:
+its speed is measured on an untrained model of its architecture (speed does not depend on the weights).
 
 Example:
     >>> from steelkd.experiment.plan import plan_experiment
@@ -38,8 +41,10 @@ from steelkd.experiment.results import (
     ExperimentData,
     RunRecord,
     experiment_views,
+    kept_examples,
+    kept_log,
 )
-from steelkd.io import atomic_write_text
+from steelkd.io import atomic_path, atomic_write_text
 from steelkd.tables import format_seconds
 
 __all__ = ["RUN_INFO", "FitFn", "run_plan", "train_runs", "versions"]
@@ -78,22 +83,24 @@ def run_plan(
     from steelkd.runtime import device_name
 
     fit = fit or _default_fit()
+    root = Path(out_dir) if out_dir is not None else plan[0].dir.parent.parent
     records, trained = train_runs(plan, fit, progress)
     if any(e.equal_compute for e in cfg.experiments):
-        root = Path(out_dir) if out_dir is not None else plan[0].dir.parent.parent
         more, n_more = train_runs(plan_equal_compute(cfg, records, root), fit, progress)
         records, trained = records + more, trained + n_more
+    _keep_logs(records, root)
     splits = build_datasets(cfg.data)
     test_ds = splits.test
     cache = _ModelCache()
     _evaluate_runs(cfg, records, test_ds, cache)
+    _note_teachers(records)
     if cfg.bench.size:
         size = parse_size(cfg.bench.size)
     else:
         img, _ = test_ds[0]
         size = (int(img.shape[-2]), int(img.shape[-1]))
     bench = _bench_runs(cfg, records, size, cache)
-    examples = _examples(cfg, records, test_ds, cache)
+    examples = _examples(cfg, records, test_ds, cache, root)
     return ExperimentData(
         records=records,
         trained=trained,
@@ -148,6 +155,10 @@ def train_runs(plan: list[RunSpec], fit: FitFn, progress: bool) -> tuple[list[Ru
             log.info("[%d/%d] reuse %s", i, n, what)
             records.append(_reused_record(spec))
             continue
+        if spec.status == "carried" and spec.carried is not None:
+            log.info("[%d/%d] carry %s from results.json (its folder is gone)", i, n, what)
+            records.append(_carried_record(spec, spec.carried))
+            continue
         if spec.teacher is not None and not (spec.teacher.model_dir / "model.json").is_file():
             raise FileNotFoundError(f"{spec.teacher.model_dir}: teacher model missing for {spec.label}")
         resume = spec.dir / "checkpoints" / "last.ckpt"
@@ -168,6 +179,38 @@ def _reused_record(spec: RunSpec) -> RunRecord:
     return RunRecord(
         spec, "reused", info.get("seconds"), cpu_seconds=info.get("cpu_seconds"), device=info.get("device")
     )
+
+
+def _carried_record(spec: RunSpec, entry: dict[str, Any]) -> RunRecord:
+    """A carried run's record: what an earlier call wrote of it in ``results.json``."""
+    return RunRecord(
+        spec,
+        "carried",
+        entry.get("wall_seconds", entry.get("seconds")),
+        metrics=dict(entry.get("metrics") or {}),
+        cpu_seconds=entry.get("cpu_seconds"),
+        device=entry.get("device"),
+        teacher_mdice=entry.get("teacher_mdice"),
+    )
+
+
+def _keep_logs(records: list[RunRecord], out_dir: Path) -> None:
+    """Copy each run's ``logs/metrics.csv`` into ``OUT/logs/<run>.csv`` (:func:`kept_log`)."""
+    for rec in records:
+        src = rec.spec.dir / "logs" / "metrics.csv"
+        if rec.status != "carried" and src.is_file():
+            dest = kept_log(out_dir, rec.spec.label)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(dest, src.read_text())
+
+
+def _note_teachers(records: list[RunRecord]) -> None:
+    """Each distilled run not carried learnt from its teacher as evaluated now: record its test mDice."""
+    by_hash = {r.spec.hash: r for r in records}
+    for rec in records:
+        teacher = by_hash.get(rec.spec.teacher.hash) if rec.spec.teacher else None
+        if teacher is not None and rec.status != "carried":
+            rec.teacher_mdice = teacher.metrics.get("mdice")
 
 
 def _logged_info(spec: RunSpec) -> dict[str, Any]:
@@ -236,10 +279,16 @@ class _ModelCache:
         self.models: dict[str, torch.nn.Module] = {}
 
     def get(self, rec: RunRecord) -> torch.nn.Module:
-        from steelkd.models import load_model
+        """The run's trained model; a carried run's architecture with random weights (for speed only)."""
+        from steelkd.models import create_model, load_model
 
         if rec.spec.label not in self.models:
-            self.models[rec.spec.label] = load_model(rec.spec.model_dir)[0].eval()
+            if rec.status == "carried":
+                c = rec.spec.config
+                model = create_model(c.model.name, num_classes=c.data.num_classes, **c.model.kwargs)
+            else:
+                model = load_model(rec.spec.model_dir)[0]
+            self.models[rec.spec.label] = model.eval()
         return self.models[rec.spec.label]
 
     def release(self) -> None:
@@ -259,6 +308,8 @@ def _evaluate_runs(cfg: ExperimentConfig, records: list[RunRecord], val_ds: Any,
     key = _eval_key(cfg)
     for i, rec in enumerate(records, 1):
         path = rec.spec.dir / f"eval-{key}.json"
+        if rec.status == "carried":  # its metrics are the recorded ones
+            continue
         if path.is_file():
             rec.metrics = json.loads(path.read_text())
             continue
@@ -292,9 +343,7 @@ def _bench_runs(
     first: dict[str, RunRecord] = {}
     for rec in records:  # one model per architecture: speed does not depend on the weights
         name = rec.spec.config.model.name
-        if name not in first or (
-            rec.spec.label in cache.models and first[name].spec.label not in cache.models
-        ):
+        if name not in first or _rank(rec, cache) < _rank(first[name], cache):
             first[name] = rec
     models = {name: cache.get(rec) for name, rec in first.items()}
     log.info("[bench] %d models at %dx%d, %d repeats", len(models), size[0], size[1], cfg.bench.repeats)
@@ -308,9 +357,17 @@ def _bench_runs(
     )
 
 
+def _rank(rec: RunRecord, cache: _ModelCache) -> int:
+    """Which run of an architecture to time: one loaded already, then a trained one, then a carried one."""
+    return 0 if rec.spec.label in cache.models else 2 if rec.status == "carried" else 1
+
+
 # ------------------------------------------------------------------------------------ Fig. 6 examples
-def _examples(cfg: ExperimentConfig, records: list[RunRecord], val_ds: Any, cache: _ModelCache) -> Examples:
-    """The Fig. 6 examples and the predictions on them of each experiment's baseline, distilled, teacher."""
+def _examples(
+    cfg: ExperimentConfig, records: list[RunRecord], val_ds: Any, cache: _ModelCache, out_dir: Path
+) -> Examples:
+    """The Fig. 6 examples and the predictions on them of each experiment's baseline, distilled, teacher;
+    each prediction kept in ``OUT/examples/`` (:func:`kept_examples`), where a carried run's is read."""
     picked = _pick_examples(val_ds, cfg.evaluate.overlay_scan)
     examples = Examples(scanned=min(len(val_ds), cfg.evaluate.overlay_scan))
     if not picked:
@@ -326,8 +383,25 @@ def _examples(cfg: ExperimentConfig, records: list[RunRecord], val_ds: Any, cach
             )
         )
     needed = [r for v in experiment_views(cfg, records) for r in (v.baselines[0], v.distilled[0], v.teacher)]
-    examples.predictions = _example_predictions(cfg, needed, val_ds, sorted(set(picked.values())), cache)
+    idxs = sorted(set(picked.values()))
+    live = [r for r in needed if r.status != "carried"]
+    examples.predictions = _example_predictions(cfg, live, val_ds, idxs, cache)
+    for label, preds in examples.predictions.items():
+        _save_examples(kept_examples(out_dir, label), preds)
+    for rec in needed:
+        kept = kept_examples(out_dir, rec.spec.label)
+        if rec.status == "carried" and kept.is_file():
+            with np.load(kept) as z:
+                preds = {int(k): z[k] for k in z.files}
+            if set(idxs) <= set(preds):
+                examples.predictions[rec.spec.label] = preds
     return examples
+
+
+def _save_examples(path: Path, preds: dict[int, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **{str(i): lm for i, lm in preds.items()})
 
 
 def _pick_examples(val_ds: Any, n_scan: int) -> dict[int, int]:

@@ -1,0 +1,112 @@
+"""Runs carried over sessions: a run whose folder is gone but which ``results.json`` records is reported
+from that record, not trained again; a carried teacher that a new run needs is trained again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_experiment_equal_compute import ClockFit, _cfg_dict
+
+from steelkd.experiment import experiment_config_from_dict, plan_experiment, run_experiment
+from steelkd.experiment.plan import carried_runs
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from steelkd.data.synth import generate
+
+    return generate(tmp_path_factory.mktemp("tiny"), n=8, seed=1, height=32, width=128)
+
+
+class LoggingFit(ClockFit):
+    """:class:`ClockFit` that also writes a ``logs/metrics.csv`` with a validation curve, as training does."""
+
+    def __call__(self, cfg: Any, *, progress: bool = True, resume: str | None = None) -> Any:
+        result = super().__call__(cfg, progress=progress, resume=resume)
+        rows = ["epoch,step,time/elapsed_s,train/loss_epoch,val/mdice"]
+        rows += [f"{e},{e + 1},{e + 1.0},{1.0 / (e + 1)},{0.1 * (e + 1)}" for e in range(cfg.train.epochs)]
+        log = Path(cfg.train.out_dir) / "logs" / "metrics.csv"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("\n".join(rows) + "\n")
+        return result
+
+
+def _runs(out: Path) -> dict[str, dict[str, Any]]:
+    return {r["run"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+
+
+def test_runs_without_folders_are_carried_from_results_json(tmp_path: Path, tiny_root: Path) -> None:
+    cfg = experiment_config_from_dict(_cfg_dict(tiny_root, equal_compute=True))
+    out = tmp_path / "exp"
+    first = run_experiment(cfg, out, fit=LoggingFit())
+    assert first.trained == 7
+    before = _runs(out)
+    assert all(r["hash"] == r["run"].rsplit("-", 1)[1] for r in before.values())
+    dist = [r for r in before.values() if r["kind"] == "distilled"]
+    teacher = next(r for r in before.values() if r["role"] == "teacher")
+    assert {r["teacher_mdice"] for r in dist} == {teacher["mdice"]}
+    for r in before.values():  # the output folder keeps each run's log, and the Fig. 6 runs' predictions
+        assert (out / "logs" / f"{r['run']}.csv").is_file()
+    assert (out / "examples" / f"{dist[0]['run']}.npz").is_file()
+
+    shutil.rmtree(out / "runs")  # a new machine: only the committed output folder is left
+    fit = LoggingFit()
+    again = run_experiment(cfg, out, fit=fit)
+    assert fit.calls == [] and again.trained == 0
+    assert {r.status for r in again.runs} == {"carried"}
+    after = _runs(out)
+    assert set(after) == set(before)  # the equal-compute baselines too: same recorded seconds, same epochs
+    for name, r in after.items():
+        for key in ("mdice", "miou_bg", "dice", "wall_seconds", "cpu_seconds", "epochs", "teacher_mdice"):
+            assert r[key] == before[name][key], (name, key)
+    text = again.report.read_text()
+    assert "carried" in text
+    assert "![Fig. 6 exp1](figures/fig6_exp1_overlays.png)" in text  # from the kept predictions
+    assert "![learning curves exp1](figures/curves_exp1.png)" in text  # from the kept logs
+    assert "distilled (2 ep): best 0.2000 at epoch 2" in text
+    assert [b["model"] for b in again.bench] == [b["model"] for b in first.bench]  # timed untrained
+
+
+def test_a_carried_teacher_is_trained_again_for_a_new_experiment(tmp_path: Path, tiny_root: Path) -> None:
+    d = _cfg_dict(tiny_root)
+    out = tmp_path / "exp"
+    run_experiment(experiment_config_from_dict(d), out, fit=LoggingFit())
+    shutil.rmtree(out / "runs")
+    d["experiments"].append(
+        {"name": "exp2", "teacher": "teacher", "student": "student", "distill": {"method": "kd"}}
+    )
+    cfg = experiment_config_from_dict(d)
+    status = {
+        (s.key, s.config.distill.method if s.config.distill else None, s.seed): s.status
+        for s in plan_experiment(cfg, out)
+    }
+    assert status[("teacher", None, 0)] == "train"  # the kd students need its weights
+    assert status[("student", None, 1)] == status[("student-kd-teacher", "cwd", 1)] == "carried"
+    assert status[("student-kd-teacher", "kd", 1)] == "train"
+    fit = LoggingFit()
+    res = run_experiment(cfg, out, fit=fit)
+    trained = [(c.model.name, c.distill.method if c.distill else None, c.train.seed) for c in fit.calls]
+    assert trained == [
+        ("resunet_convnext_atto_gc_ff", None, 0),
+        ("resunet_convnext_atto", "kd", 0),
+        ("resunet_convnext_atto", "kd", 1),
+    ]
+    assert sorted(r["experiments"][0] for r in _runs(out).values() if r["kind"] == "distilled") == [
+        "exp1",
+        "exp1",
+        "exp2",
+        "exp2",
+    ]
+    assert "## Experiment 2: exp2" in res.report.read_text()
+
+
+def test_results_file_that_is_not_one_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "results.json").write_text('{"runs": 3}')
+    with pytest.raises(ValueError, match=r"results\.json: not an experiment results file"):
+        carried_runs(tmp_path)
+    (tmp_path / "results.json").write_text('{"runs": [{"run": "student-0123456789ab", "mdice": null}]}')
+    assert carried_runs(tmp_path) == {}  # never evaluated: nothing to carry
