@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_experiment_equal_compute import ClockFit, _cfg_dict
 
 from steelkd.experiment import experiment_config_from_dict, plan_experiment, run_experiment
 from steelkd.experiment.plan import carried_runs
+from test_experiment_equal_compute import ClockFit, _cfg_dict
 
 
 @pytest.fixture(scope="module")
