@@ -110,3 +110,31 @@ def test_results_file_that_is_not_one_is_refused(tmp_path: Path) -> None:
         carried_runs(tmp_path)
     (tmp_path / "results.json").write_text('{"runs": [{"run": "student-0123456789ab", "mdice": null}]}')
     assert carried_runs(tmp_path) == {}  # never evaluated: nothing to carry
+
+
+class StopAfter(LoggingFit):
+    """:class:`LoggingFit` that is killed (raises) at its ``n``-th call, like a session ending mid-stage."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def __call__(self, cfg: Any, *, progress: bool = True, resume: str | None = None) -> Any:
+        if len(self.calls) + 1 == self.n:
+            raise KeyboardInterrupt("the session ended")
+        return super().__call__(cfg, progress=progress, resume=resume)
+
+
+def test_a_call_cut_short_leaves_its_finished_runs_to_carry(tmp_path: Path, tiny_root: Path) -> None:
+    cfg = experiment_config_from_dict(_cfg_dict(tiny_root))
+    out = tmp_path / "exp"
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, out, fit=StopAfter(5))  # teacher, 2 baselines, 1 distilled, then killed
+    kinds = sorted((r["kind"], r["seed"]) for r in _runs(out).values())
+    assert kinds == [("baseline", 0), ("baseline", 0), ("baseline", 1), ("distilled", 0)]
+    shutil.rmtree(out / "runs")
+    fit = LoggingFit()
+    res = run_experiment(cfg, out, fit=fit)
+    # the teacher again (the seed-1 distilled run needs it), then only the run that was never finished
+    assert [(c.distill is not None, c.train.seed) for c in fit.calls] == [(False, 0), (True, 1)]
+    assert sorted(r.status for r in res.runs) == ["carried"] * 3 + ["trained"] * 2

@@ -50,6 +50,7 @@ __all__ = [
     "check_handed_in",
     "compute_ratio",
     "config_hash",
+    "entry_hash",
     "equal_compute_epochs",
     "plan_equal_compute",
     "plan_experiment",
@@ -197,6 +198,11 @@ def _find_run_dir(runs_root: Path, key: str, digest: str) -> tuple[Path, str]:
     return preferred, "train"
 
 
+def entry_hash(entry: dict[str, Any]) -> str:
+    """The content hash of a ``results.json`` run entry (``hash``, or the end of its ``run`` label)."""
+    return str(entry.get("hash") or entry["run"].rsplit("-", 1)[-1])
+
+
 def carried_runs(out_dir: str | Path) -> dict[str, dict[str, Any]]:
     """The runs an earlier call recorded in ``OUT/results.json`` with test metrics, by content hash.
 
@@ -211,9 +217,7 @@ def carried_runs(out_dir: str | Path) -> dict[str, dict[str, Any]]:
         return {}
     try:
         runs = json.loads(path.read_text())["runs"]
-        return {
-            str(r.get("hash") or r["run"].rsplit("-", 1)[-1]): r for r in runs if r.get("mdice") is not None
-        }
+        return {entry_hash(r): r for r in runs if r.get("mdice") is not None}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         what = f"{exc.__class__.__name__}: {exc}"
         raise ValueError(f"{path}: not an experiment results file ({what})") from None

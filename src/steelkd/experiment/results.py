@@ -24,7 +24,7 @@ import numpy as np
 
 from steelkd.config import Config
 from steelkd.experiment.config import ExperimentConfig, ExperimentSpec
-from steelkd.experiment.plan import RunSpec
+from steelkd.experiment.plan import RunSpec, entry_hash
 from steelkd.io import atomic_write_text
 from steelkd.tables import write_records_csv
 
@@ -37,6 +37,7 @@ __all__ = [
     "experiment_views",
     "kept_examples",
     "kept_log",
+    "record_run",
     "run_experiments",
     "run_kind",
     "run_method",
@@ -215,6 +216,16 @@ def write_results_json(
     atomic_write_text(path, json.dumps(results, indent=2, default=str) + "\n")
     return path
 
+
+
+def record_run(path: Path, cfg: ExperimentConfig, rec: RunRecord) -> None:
+    """Add ``rec``'s entry to ``results.json`` at ``path`` (replacing one of the same hash), keeping the
+    rest: written as each run finishes, so a call cut short leaves its finished runs for the next call to
+    carry; the call's final :func:`write_results_json` replaces the whole file."""
+    data = json.loads(path.read_text()) if path.is_file() else {"name": cfg.name, "runs": []}
+    runs = [r for r in data.get("runs", []) if entry_hash(r) != rec.spec.hash]
+    data["runs"] = [*runs, _run_entry(cfg, rec)]
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def _run_entry(cfg: ExperimentConfig, r: RunRecord) -> dict[str, Any]:

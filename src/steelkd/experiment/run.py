@@ -34,7 +34,7 @@ from steelkd.config import parse_size
 from steelkd.data import equal_size_batches
 from steelkd.evaluate import evaluate_model, predict_logits, save_metrics_json
 from steelkd.experiment.config import ExperimentConfig
-from steelkd.experiment.plan import RunSpec, plan_equal_compute
+from steelkd.experiment.plan import RESULTS_JSON, RunSpec, plan_equal_compute
 from steelkd.experiment.results import (
     ExampleImage,
     Examples,
@@ -43,6 +43,7 @@ from steelkd.experiment.results import (
     experiment_views,
     kept_examples,
     kept_log,
+    record_run,
 )
 from steelkd.io import atomic_path, atomic_write_text
 from steelkd.tables import format_seconds
@@ -84,23 +85,21 @@ def run_plan(
 
     fit = fit or _default_fit()
     root = Path(out_dir) if out_dir is not None else plan[0].dir.parent.parent
-    records, trained = train_runs(plan, fit, progress)
-    if any(e.equal_compute for e in cfg.experiments):
-        more, n_more = train_runs(plan_equal_compute(cfg, records, root), fit, progress)
-        records, trained = records + more, trained + n_more
-    _keep_logs(records, root)
     splits = build_datasets(cfg.data)
     test_ds = splits.test
     cache = _ModelCache()
-    _evaluate_runs(cfg, records, test_ds, cache)
-    _note_teachers(records)
+    score = _Scorer(cfg, root, test_ds, cache)
+    records, trained = train_runs(plan, fit, progress, on_done=score)
+    if any(e.equal_compute for e in cfg.experiments):
+        more, n_more = train_runs(plan_equal_compute(cfg, records, root), fit, progress, on_done=score)
+        records, trained = records + more, trained + n_more
     if cfg.bench.size:
         size = parse_size(cfg.bench.size)
     else:
         img, _ = test_ds[0]
         size = (int(img.shape[-2]), int(img.shape[-1]))
     bench = _bench_runs(cfg, records, size, cache)
-    examples = _examples(cfg, records, test_ds, cache, root)
+    examples = _examples(cfg, records, score)
     return ExperimentData(
         records=records,
         trained=trained,
@@ -139,9 +138,14 @@ def _default_fit() -> FitFn:
 
 
 # ---------------------------------------------------------------------------------------------- training
-def train_runs(plan: list[RunSpec], fit: FitFn, progress: bool) -> tuple[list[RunRecord], int]:
-    """Train, resume or reuse each run in order; returns the records and how many were trained/resumed."""
+def train_runs(
+    plan: list[RunSpec], fit: FitFn, progress: bool, on_done: Callable[[RunRecord], None] | None = None
+) -> tuple[list[RunRecord], int]:
+    """Train, resume, reuse or carry each run in order; returns the records and how many were trained or
+    resumed. ``on_done`` is called with each record as soon as it is obtained (the experiment scores and
+    records it then, so that a call cut short leaves its finished runs behind)."""
     records: list[RunRecord] = []
+    done = on_done or (lambda rec: None)
     trained = 0
     n = len(plan)
     for i, spec in enumerate(plan, 1):
@@ -154,10 +158,12 @@ def train_runs(plan: list[RunSpec], fit: FitFn, progress: bool) -> tuple[list[Ru
         if (spec.model_dir / "model.json").is_file():
             log.info("[%d/%d] reuse %s", i, n, what)
             records.append(_reused_record(spec))
+            done(records[-1])
             continue
         if spec.status == "carried" and spec.carried is not None:
             log.info("[%d/%d] carry %s from results.json (its folder is gone)", i, n, what)
             records.append(_carried_record(spec, spec.carried))
+            done(records[-1])
             continue
         if spec.teacher is not None and not (spec.teacher.model_dir / "model.json").is_file():
             raise FileNotFoundError(f"{spec.teacher.model_dir}: teacher model missing for {spec.label}")
@@ -167,6 +173,7 @@ def train_runs(plan: list[RunSpec], fit: FitFn, progress: bool) -> tuple[list[Ru
         rec = _train_one(spec, fit, progress, resume_arg)
         log.info("[%d/%d] done %s in %s", i, n, spec.label, format_seconds(rec.seconds))
         records.append(rec)
+        done(rec)
         trained += 1
     return records, trained
 
@@ -192,25 +199,6 @@ def _carried_record(spec: RunSpec, entry: dict[str, Any]) -> RunRecord:
         device=entry.get("device"),
         teacher_mdice=entry.get("teacher_mdice"),
     )
-
-
-def _keep_logs(records: list[RunRecord], out_dir: Path) -> None:
-    """Copy each run's ``logs/metrics.csv`` into ``OUT/logs/<run>.csv`` (:func:`kept_log`)."""
-    for rec in records:
-        src = rec.spec.dir / "logs" / "metrics.csv"
-        if rec.status != "carried" and src.is_file():
-            dest = kept_log(out_dir, rec.spec.label)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(dest, src.read_text())
-
-
-def _note_teachers(records: list[RunRecord]) -> None:
-    """Each distilled run not carried learnt from its teacher as evaluated now: record its test mDice."""
-    by_hash = {r.spec.hash: r for r in records}
-    for rec in records:
-        teacher = by_hash.get(rec.spec.teacher.hash) if rec.spec.teacher else None
-        if teacher is not None and rec.status != "carried":
-            rec.teacher_mdice = teacher.metrics.get("mdice")
 
 
 def _logged_info(spec: RunSpec) -> dict[str, Any]:
@@ -272,6 +260,34 @@ def _write_run_info(rec: RunRecord) -> None:
 
 
 # ------------------------------------------------------------------------------- evaluation and benchmark
+class _Scorer:
+    """What is done with each run as soon as it is finished: scored on the test split, its log and its
+    Fig. 6 predictions kept in the output folder, its entry written into ``results.json``
+    (:func:`record_run`), so a later call can carry it even if this one is cut short. A carried run is only
+    remembered (a distilled run's teacher is looked up among the runs seen)."""
+
+    def __init__(self, cfg: ExperimentConfig, out_dir: Path, test_ds: Any, cache: _ModelCache) -> None:
+        self.cfg, self.out_dir, self.test_ds, self.cache = cfg, out_dir, test_ds, cache
+        self.picked = _pick_examples(test_ds, cfg.evaluate.overlay_scan)
+        self.seen: dict[str, RunRecord] = {}
+
+    def __call__(self, rec: RunRecord) -> None:
+        self.seen[rec.spec.hash] = rec
+        if rec.status == "carried":
+            return
+        _evaluate_runs(self.cfg, [rec], self.test_ds, self.cache)
+        teacher = self.seen.get(rec.spec.teacher.hash) if rec.spec.teacher else None
+        rec.teacher_mdice = teacher.metrics.get("mdice") if teacher else None
+        src = rec.spec.dir / "logs" / "metrics.csv"
+        if src.is_file():
+            atomic_write_text(kept_log(self.out_dir, rec.spec.label), src.read_text())
+        if self.picked:
+            idxs = sorted(set(self.picked.values()))
+            preds = _example_predictions(self.cfg, [rec], self.test_ds, idxs, self.cache)
+            _save_examples(kept_examples(self.out_dir, rec.spec.label), preds[rec.spec.label])
+        record_run(self.out_dir / RESULTS_JSON, self.cfg, rec)
+
+
 class _ModelCache:
     """Trained models loaded once per experiment call (kept on the CPU between uses)."""
 
@@ -363,12 +379,11 @@ def _rank(rec: RunRecord, cache: _ModelCache) -> int:
 
 
 # ------------------------------------------------------------------------------------ Fig. 6 examples
-def _examples(
-    cfg: ExperimentConfig, records: list[RunRecord], val_ds: Any, cache: _ModelCache, out_dir: Path
-) -> Examples:
-    """The Fig. 6 examples and the predictions on them of each experiment's baseline, distilled, teacher;
-    each prediction kept in ``OUT/examples/`` (:func:`kept_examples`), where a carried run's is read."""
-    picked = _pick_examples(val_ds, cfg.evaluate.overlay_scan)
+def _examples(cfg: ExperimentConfig, records: list[RunRecord], score: _Scorer) -> Examples:
+    """The Fig. 6 examples and the predictions on them of each experiment's baseline, distilled, teacher,
+    as the scorer kept them in ``OUT/examples/`` (:func:`kept_examples`; a carried run's from an earlier
+    call, when it kept them)."""
+    val_ds, picked = score.test_ds, score.picked
     examples = Examples(scanned=min(len(val_ds), cfg.evaluate.overlay_scan))
     if not picked:
         return examples
@@ -383,17 +398,12 @@ def _examples(
             )
         )
     needed = [r for v in experiment_views(cfg, records) for r in (v.baselines[0], v.distilled[0], v.teacher)]
-    idxs = sorted(set(picked.values()))
-    live = [r for r in needed if r.status != "carried"]
-    examples.predictions = _example_predictions(cfg, live, val_ds, idxs, cache)
-    for label, preds in examples.predictions.items():
-        _save_examples(kept_examples(out_dir, label), preds)
     for rec in needed:
-        kept = kept_examples(out_dir, rec.spec.label)
-        if rec.status == "carried" and kept.is_file():
+        kept = kept_examples(score.out_dir, rec.spec.label)
+        if kept.is_file():
             with np.load(kept) as z:
                 preds = {int(k): z[k] for k in z.files}
-            if set(idxs) <= set(preds):
+            if set(picked.values()) <= set(preds):
                 examples.predictions[rec.spec.label] = preds
     return examples
 
