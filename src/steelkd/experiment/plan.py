@@ -343,9 +343,9 @@ def plan_experiment(cfg: ExperimentConfig, out_dir: str | Path) -> list[RunSpec]
     config, same hash), so it is trained once. Each run's ``status`` says whether it is reused, resumed,
     carried from the output folder's ``results.json`` (:func:`carried_runs`; a carried teacher of a run
     still to train is trained again) or trained from scratch; a teacher role with ``run:`` is that folder
-    (:func:`check_handed_in`: raises
-    ConfigError when it was trained with another config). The equal-compute baselines are not in it: they
-    are planned once the baselines and distilled runs are trained (:func:`plan_equal_compute`).
+    (:func:`check_handed_in`: raises ConfigError when it was trained with another config). The
+    equal-compute baselines are not in it: they are planned once the baselines and distilled runs are
+    trained (:func:`plan_equal_compute`).
     """
     planner = _Planner(cfg, out_dir)
     teachers: dict[str, RunSpec] = {}
