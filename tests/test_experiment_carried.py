@@ -138,3 +138,35 @@ def test_a_call_cut_short_leaves_its_finished_runs_to_carry(tmp_path: Path, tiny
     # the teacher again (the seed-1 distilled run needs it), then only the run that was never finished
     assert [(c.distill is not None, c.train.seed) for c in fit.calls] == [(False, 0), (True, 1)]
     assert sorted(r.status for r in res.runs) == ["carried"] * 3 + ["trained"] * 2
+
+
+def test_a_stage_on_other_hardware_times_the_carried_baselines_again(tmp_path: Path, tiny_root: Path) -> None:
+    cfg = experiment_config_from_dict(_cfg_dict(tiny_root, equal_compute=True))
+    out = tmp_path / "exp"
+    run_experiment(cfg, out, fit=LoggingFit())
+    # an earlier session on another CPU recorded the baselines (at other seconds); the distilled runs
+    # and their equal-compute baselines were not run there
+    data = json.loads((out / "results.json").read_text())
+    data["runs"] = [r for r in data["runs"] if r["kind"] in ("baseline",)]
+    for r in data["runs"]:
+        r["hardware"], r["cpu_seconds"] = "Another CPU (2 cores, 2 torch threads)", 1000.0
+    (out / "results.json").write_text(json.dumps(data))
+    shutil.rmtree(out / "runs")
+    fit = LoggingFit()
+    res = run_experiment(cfg, out, fit=fit)
+    calls = [(c.distill is not None, c.train.seed, c.train.epochs) for c in fit.calls]
+    # teacher; the distilled runs; the baselines timed again here (ClockFit: 5 CPU s per epoch); the
+    # equal-compute baselines from those timings (25/10 and 17/10 -> 5 and 3 epochs)
+    trained = [(False, 0, 2), (True, 0, 2), (True, 1, 2), (False, 0, 2), (False, 1, 2)]
+    assert calls == [*trained, (False, 0, 5), (False, 1, 3)]
+    runs = list(_runs(out).values())
+    timing = [r for r in runs if r["kind"] == "baseline_timing"]
+    assert [(r["seed"], r["cpu_seconds"], r["experiments"]) for r in timing] == [(0, 10.0, []), (1, 10.0, [])]
+    assert {r["hardware"] for r in timing} == {r["hardware"] for r in runs if r["kind"] == "distilled"}
+    base = [r for r in runs if r["kind"] == "baseline" and r["role"] == "student"]
+    assert {r["hardware"] for r in base} == {"Another CPU (2 cores, 2 torch threads)"}  # still reported
+    text = res.report.read_text()
+    assert "Used as `baseline_timing`" in text and "Another CPU" in text
+    shutil.rmtree(out / "runs")  # the next session on this hardware carries everything
+    again = LoggingFit()
+    assert run_experiment(cfg, out, fit=again).trained == 0 and again.calls == []

@@ -17,7 +17,12 @@ import torch
 
 from steelkd.config import Config, ConfigError, DistillConfig
 from steelkd.experiment import experiment_config_from_dict, plan_experiment, run_experiment
-from steelkd.experiment.plan import compute_ratio, equal_compute_epochs, plan_equal_compute
+from steelkd.experiment.plan import (
+    compute_ratio,
+    equal_compute_epochs,
+    plan_equal_compute,
+    plan_timing_runs,
+)
 from steelkd.experiment.results import run_kind, run_method
 from steelkd.tables import MeanStd
 
@@ -214,8 +219,12 @@ def test_without_equal_compute_nothing_more_is_trained(tmp_path: Path, tiny_root
 
 
 # ----------------------------------------------------------------------------------------------- units
-def _finished(spec: Any, seconds: float | None, cpu: float | None, device: str | None = "cpu") -> Any:
-    return SimpleNamespace(spec=spec, status="trained", seconds=seconds, cpu_seconds=cpu, device=device)
+def _finished(
+    spec: Any, seconds: float | None, cpu: float | None, device: str | None = "cpu", hardware: str = "CPU A"
+) -> Any:
+    return SimpleNamespace(
+        spec=spec, status="trained", seconds=seconds, cpu_seconds=cpu, device=device, hardware=hardware
+    )
 
 
 def test_compute_ratio_measure() -> None:
@@ -227,6 +236,10 @@ def test_compute_ratio_measure() -> None:
     assert compute_ratio(_finished(spec, 2.0, 10.0, None), _finished(spec, 3.0, 25.0, None))[1] == "wall"
     with pytest.raises(ValueError, match="no recorded seconds"):
         compute_ratio(_finished(spec, None, None), _finished(spec, 3.0, None))
+    with pytest.raises(ValueError, match="x was timed on CPU B, its baseline x on CPU A: their seconds"):
+        compute_ratio(_finished(spec, 2.0, 10.0), _finished(spec, 3.0, 25.0, hardware="CPU B"))
+    with pytest.raises(ValueError, match="on unrecorded hardware"):
+        compute_ratio(_finished(spec, 2.0, 10.0, hardware=""), _finished(spec, 3.0, 25.0, hardware=""))
     assert [equal_compute_epochs(8, r) for r in (0.5, 1.0, 1.3, 2.26)] == [8, 8, 10, 18]
 
 
@@ -250,6 +263,35 @@ def test_plan_equal_compute_hash_and_dedup(tmp_path: Path) -> None:
     # the same ratios again: the same hashes (a rerun reuses the run)
     again = plan_equal_compute(cfg, records, tmp_path)
     assert [p.hash for p in again] == [new[0].hash]
+
+
+def test_a_baseline_timed_on_other_hardware_is_timed_again(tmp_path: Path) -> None:
+    cfg = experiment_config_from_dict(_cfg_dict(Path("/d"), equal_compute=True))
+    plan = plan_experiment(cfg, tmp_path)
+    base = {p.seed: p for p in plan if p.uses == ["baseline"]}
+    records = [_finished(p, 1.0, 1000.0, hardware="CPU A") for p in plan if p.teacher is None]
+    records += [_finished(p, 1.0, 25.0, hardware="CPU B") for p in plan if p.teacher is not None]
+    assert plan_timing_runs(cfg, records, tmp_path, here="CPU B") != []
+    with pytest.raises(ValueError, match="needs the baseline timed on CPU B, and this machine is CPU C"):
+        plan_timing_runs(cfg, records, tmp_path, here="CPU C")
+    timing = plan_timing_runs(cfg, records, tmp_path, here="CPU B")
+    assert [(t.key, t.uses, t.seed, t.timed_on, t.status) for t in timing] == [
+        ("student-timing", ["baseline_timing"], s, "CPU B", "train") for s in (0, 1)
+    ]
+    assert [t.config.to_dict()["train"]["epochs"] for t in timing] == [EPOCHS, EPOCHS]
+    assert {t.hash for t in timing}.isdisjoint(p.hash for p in plan)  # salted with the hardware
+    assert run_kind(timing[0]) == "baseline_timing"
+    # the ratio is taken against the timing run (10 CPU s), not the carried baseline (1000 CPU s)
+    timed = [_finished(t, 1.0, 10.0, hardware="CPU B") for t in timing]
+    eq = plan_equal_compute(cfg, [*records, *timed], tmp_path)
+    assert [(p.seed, p.config.train.epochs) for p in eq] == [(0, 5), (1, 5)]
+    assert eq[0].equal_compute[0].ratio == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="their seconds do not compare"):
+        plan_equal_compute(cfg, records, tmp_path)  # no timing run: no ratio across machines
+    # the same hardware: no timing run
+    same = [_finished(r.spec, 1.0, 10.0, hardware="CPU B") for r in records]
+    assert plan_timing_runs(cfg, same, tmp_path, here="CPU B") == []
+    assert base[0].timed_on == ""
 
 
 def test_run_method_names() -> None:

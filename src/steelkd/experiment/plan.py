@@ -17,6 +17,9 @@ whose machines keep only the committed output folder.
 An experiment with ``equal_compute`` needs a second planning step once its baseline and distilled runs are
 trained: :func:`plan_equal_compute` adds, per seed, a baseline student trained for as many epochs as make
 its compute equal to the distilled run's (the ratio of their recorded seconds), hashed like any run.
+Seconds compare only on one kind of machine: where a carried baseline was timed on other hardware than
+its distilled run (a stage run in another session), :func:`plan_timing_runs` first trains the baseline
+again on the distilled run's hardware (a *timing run*), and the ratio is taken against that.
 
 Example:
     >>> from steelkd.experiment.config import load_experiment_config
@@ -54,6 +57,7 @@ __all__ = [
     "equal_compute_epochs",
     "plan_equal_compute",
     "plan_experiment",
+    "plan_timing_runs",
 ]
 
 log = logging.getLogger("steelkd.experiment")
@@ -158,6 +162,8 @@ class RunSpec:
             identical configs (e.g. a teacher and the same role's first-seed baseline) are one run.
         equal_compute: the distilled runs it is the equal-compute baseline of (see :class:`EqualCompute`).
         handed_in: the run was trained outside the experiment: ``dir`` is the teacher role's ``run:`` folder.
+        timed_on: a timing run's hardware (:func:`plan_timing_runs`): the baseline of the same config and
+            seed trained again there for its seconds; its hash is the config's salted with the hardware.
         carried: the run's entry in an earlier ``results.json`` of the output folder (:func:`carried_runs`),
             when it has one; used as the run's record while ``status`` is ``carried``.
     """
@@ -175,6 +181,7 @@ class RunSpec:
     equal_compute: list[EqualCompute] = field(default_factory=list)
     handed_in: bool = False
     carried: dict[str, Any] | None = None
+    timed_on: str = ""
 
     @property
     def model_dir(self) -> Path:
@@ -302,9 +309,11 @@ class _Planner:
         kind: str = "plain",
         epochs: int | None = None,
         handed_in: str = "",
+        timed_on: str = "",
     ) -> RunSpec:
         """The run of ``role`` with ``seed`` (from ``teacher`` if given; ``epochs`` replace the recipe's);
-        ``handed_in``: a run folder trained elsewhere with this config (:func:`check_handed_in`)."""
+        ``handed_in``: a run folder trained elsewhere with this config (:func:`check_handed_in`);
+        ``timed_on``: a timing run for that hardware (its hash salted with it)."""
         run_cfg = run_config(
             self.cfg,
             role,
@@ -315,6 +324,8 @@ class _Planner:
         if epochs is not None:
             run_cfg.train.epochs = int(epochs)
         digest = config_hash(run_cfg, teacher.hash if teacher else None)
+        if timed_on:
+            digest = hashlib.sha256(f"{digest} timed on {timed_on}".encode()).hexdigest()[:12]
         spec = self.by_hash.get(digest)
         if spec is None:
             if handed_in:
@@ -325,7 +336,7 @@ class _Planner:
             status = "carried" if status == "train" and carried is not None else status
             run_cfg.train.out_dir = str(run_dir)
             spec = RunSpec(key, role, [], seed, run_cfg, digest, run_dir, teacher, status)
-            spec.handed_in, spec.carried = bool(handed_in), carried
+            spec.handed_in, spec.carried, spec.timed_on = bool(handed_in), carried, timed_on
             self.by_hash[digest] = spec
             self.new.append(spec)
         if use not in spec.uses:
@@ -381,6 +392,7 @@ class FinishedRun(Protocol):
     seconds: float | None
     cpu_seconds: float | None
     device: str | None
+    hardware: str | None
 
 
 def compute_ratio(base: FinishedRun, dist: FinishedRun) -> tuple[float, str]:
@@ -388,11 +400,18 @@ def compute_ratio(base: FinishedRun, dist: FinishedRun) -> tuple[float, str]:
 
     CPU seconds (user + system of the training process and its children) when both runs trained on the
     CPU and both recorded them; wall seconds otherwise (a GPU run, or a reused run from before CPU seconds
-    were recorded: logged).
+    were recorded: logged). Both runs must have been timed on the same hardware (``hardware``: the CPU
+    model with its cores and threads, or the GPU).
 
     Raises:
-        ValueError: a run has no recorded seconds (no ``steelkd_run.json``).
+        ValueError: a run has no recorded seconds (no ``steelkd_run.json``), or the two were timed on
+            different (or unrecorded) hardware.
     """
+    if not base.hardware or base.hardware != dist.hardware:
+        raise ValueError(
+            f"{dist.spec.label} was timed on {dist.hardware or 'unrecorded hardware'}, its baseline "
+            f"{base.spec.label} on {base.hardware or 'unrecorded hardware'}: their seconds do not compare"
+        )
     on_cpu = base.device == "cpu" and dist.device == "cpu"
     if on_cpu and base.cpu_seconds and dist.cpu_seconds:
         return dist.cpu_seconds / base.cpu_seconds, "cpu"
@@ -430,11 +449,49 @@ def plan_equal_compute(
     itself when the ratio rounds to 1, is not returned again but gets the use and the alias).
     """
     by_alias = {a: r for r in records for a in r.spec.aliases}
+    timings = {(r.spec.role, r.spec.seed, r.spec.timed_on): r for r in records if r.spec.timed_on}
     planner = _Planner(cfg, out_dir, (r.spec for r in records))
     for e in cfg.experiments:
         for s in cfg.seeds if e.equal_compute else []:
             base, dist = by_alias[(e.student, "plain", s, None)], by_alias[(e.student, "kd", s, e.name)]
+            if base.hardware != dist.hardware:
+                base = timings.get((e.student, s, dist.hardware or ""), base)
             _add_equal_compute(planner, e, s, base, dist)
+    return planner.new
+
+
+def plan_timing_runs(
+    cfg: ExperimentConfig, records: Sequence[FinishedRun], out_dir: str | Path, here: str
+) -> list[RunSpec]:
+    """The timing runs the equal-compute baselines need before :func:`plan_equal_compute`.
+
+    A seed's baseline and distilled run timed on different hardware (the baseline carried from a stage
+    run on another machine) compare only through the baseline trained again on the distilled run's
+    hardware: a timing run (key ``<student>-timing``, use ``baseline_timing``, hash salted with the
+    hardware, carried like any run once recorded). Its seconds stand for the baseline's in the ratio; the
+    baseline's own metrics stay the ones reported. ``here``: this machine's hardware, where a timing run
+    still to train would train.
+
+    Raises:
+        ValueError: a timing run is needed for other hardware than ``here`` and none is recorded (one line:
+            run the stage again on that hardware).
+    """
+    by_alias = {a: r for r in records for a in r.spec.aliases}
+    planner = _Planner(cfg, out_dir, (r.spec for r in records))
+    for e in cfg.experiments:
+        for s in cfg.seeds if e.equal_compute else []:
+            base, dist = by_alias[(e.student, "plain", s, None)], by_alias[(e.student, "kd", s, e.name)]
+            if base.hardware == dist.hardware or not dist.hardware:
+                continue
+            spec = planner.add(
+                f"{e.student}-timing", e.student, "baseline_timing", s, kind="timing", timed_on=dist.hardware
+            )
+            if spec.status == "train" and dist.hardware != here:
+                raise ValueError(
+                    f"{dist.spec.label} was timed on {dist.hardware}, its baseline {base.spec.label} on "
+                    f"{base.hardware or 'unrecorded hardware'}: its equal-compute baseline needs the "
+                    f"baseline timed on {dist.hardware}, and this machine is {here}: run this stage there"
+                )
     return planner.new
 
 

@@ -204,8 +204,10 @@ def _equal_compute_table(doc: ReportDoc, k: int, view: ExperimentView) -> None:
         "",
         f"Compute ratio = compute of the distilled run / compute of the baseline run of the same seed "
         f"({' and '.join(sorted(measures))} seconds: CPU seconds of the training process and its children "
-        "on the CPU, wall seconds on a GPU); the equal-compute baseline trains max(E, round(E × ratio)) "
-        "epochs, its cosine schedule spanning them.",
+        "on the CPU, wall seconds on a GPU; both runs timed on the same hardware: a baseline carried "
+        "from another machine is timed again on the distilled run's, `baseline_timing` in the runs "
+        "table); the equal-compute baseline trains max(E, round(E × ratio)) epochs, its cosine schedule "
+        "spanning them.",
         "",
     )
 

@@ -261,6 +261,7 @@ def runs_section(doc: ReportDoc, ctx: ReportContext) -> None:
                 r.status,
                 format_seconds(r.seconds),
                 format_seconds(r.cpu_seconds),
+                r.hardware or "",
                 r.spec.config.train.epochs,
                 m.get("mdice"),
                 m.get("kaggle_dice"),
@@ -270,7 +271,7 @@ def runs_section(doc: ReportDoc, ctx: ReportContext) -> None:
             ]
         )
     columns = ["run", "role", "model", "used as", "seed", "teacher", "status", "wall time", "CPU time"]
-    columns += ["epochs", "mDice"]
+    columns += ["trained on", "epochs", "mDice"]
     columns += ["Kaggle Dice", "mIoU (defects)", "mIoU (incl. bg)", *[f"Dice {c}" for c in defect]]
     table = Table("All runs", columns, rows)
     doc.table_csv(table, "runs.csv")
@@ -283,6 +284,15 @@ def runs_section(doc: ReportDoc, ctx: ReportContext) -> None:
         "`checkpoints/last.ckpt` otherwise). Status `carried`: the run's folder is gone (a run folder "
         "does not outlive its machine); its seconds and metrics are the ones an earlier call recorded in "
         "`results.json`, its log and example predictions the copies kept in `logs/` and `examples/`.",
+        *(
+            [
+                "Used as `baseline_timing`: a baseline trained again on its distilled run's hardware, only "
+                "for its seconds (compute ratios compare runs timed on one kind of machine); its metrics are "
+                "not in the tables."
+            ]
+            if any(r.spec.timed_on for r in ctx.data.records)
+            else []
+        ),
         *[
             f"{r.spec.label} was handed in (`models.{r.spec.role}.run`): trained before, outside this "
             f"experiment, with the same run config, in `{r.spec.dir}`."

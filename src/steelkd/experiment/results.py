@@ -59,6 +59,8 @@ class RunRecord:
         cpu_seconds: user + system CPU seconds of the training process and its children (None: not
             recorded, a run from before they were).
         device: ``cpu`` or ``cuda``: where it trained (None: not recorded).
+        hardware: what it trained on (:func:`steelkd.runtime.device_name`: the CPU model with its cores and
+            threads, or the GPU); seconds compare only on the same (None: not recorded).
         teacher_mdice: a distilled run's teacher's test mDice as that teacher was when the student learnt
             from it (a carried teacher trained again may score otherwise); None for other runs.
     """
@@ -70,6 +72,7 @@ class RunRecord:
     cpu_seconds: float | None = None
     device: str | None = None
     teacher_mdice: float | None = None
+    hardware: str | None = None
 
 
 def kept_log(out_dir: Path, label: str) -> Path:
@@ -197,9 +200,10 @@ def write_results_json(
     """``results.json``: name, versions, seeds, deviations, the benchmark and every run with its metrics.
 
     Each run: ``run`` (its label), ``hash``, ``role`` (``teacher`` when used as one, else ``student``),
-    ``kind`` (``baseline``, ``baseline_equal_compute`` or ``distilled``; a teacher is a baseline),
+    ``kind`` (``baseline``, ``baseline_equal_compute``, ``baseline_timing`` or ``distilled``; a teacher is
+    a baseline),
     ``method`` (distilled runs, see :func:`run_method`), ``experiments`` (the names it stands for),
-    ``seed``, ``epochs``, ``wall_seconds``, ``cpu_seconds``, the test metrics flat (``mdice``,
+    ``seed``, ``epochs``, ``wall_seconds``, ``cpu_seconds``, ``hardware``, the test metrics flat (``mdice``,
     ``miou_bg``, ``dice`` per class) and nested (``metrics``), for a distilled run its teacher's test
     mDice then (``teacher_mdice``), and for an equal-compute baseline what it equals
     (``equal_compute``). A later call into the same folder carries the runs listed here whose folders
@@ -215,7 +219,6 @@ def write_results_json(
     }
     atomic_write_text(path, json.dumps(results, indent=2, default=str) + "\n")
     return path
-
 
 
 def record_run(path: Path, cfg: ExperimentConfig, rec: RunRecord) -> None:
@@ -249,6 +252,7 @@ def _run_entry(cfg: ExperimentConfig, r: RunRecord) -> dict[str, Any]:
         "wall_seconds": r.seconds,
         "cpu_seconds": r.cpu_seconds,
         "device": r.device,
+        "hardware": r.hardware,
         "mdice": m.get("mdice"),
         "miou_bg": m.get("miou_bg"),
         "dice": m.get("dice", {}),
@@ -258,9 +262,12 @@ def _run_entry(cfg: ExperimentConfig, r: RunRecord) -> dict[str, Any]:
 
 
 def run_kind(spec: RunSpec) -> str:
-    """``distilled``, ``baseline`` (teachers too) or ``baseline_equal_compute`` (only that)."""
+    """``distilled``, ``baseline`` (teachers too), ``baseline_equal_compute`` (only that) or
+    ``baseline_timing`` (a baseline trained again on other hardware for its seconds: ``timed_on``)."""
     if spec.teacher is not None:
         return "distilled"
+    if spec.timed_on:
+        return "baseline_timing"
     return "baseline_equal_compute" if spec.uses == ["baseline_equal_compute"] else "baseline"
 
 

@@ -34,7 +34,7 @@ from steelkd.config import parse_size
 from steelkd.data import equal_size_batches
 from steelkd.evaluate import evaluate_model, predict_logits, save_metrics_json
 from steelkd.experiment.config import ExperimentConfig
-from steelkd.experiment.plan import RESULTS_JSON, RunSpec, plan_equal_compute
+from steelkd.experiment.plan import RESULTS_JSON, RunSpec, plan_equal_compute, plan_timing_runs
 from steelkd.experiment.results import (
     ExampleImage,
     Examples,
@@ -70,7 +70,9 @@ def run_plan(
     """Train (or reuse) every run of ``plan``, evaluate each, benchmark the models, predict the examples.
 
     After the plan's runs, the equal-compute baselines of the experiments that ask for them are planned
-    from those runs' recorded seconds (:func:`steelkd.experiment.plan.plan_equal_compute`) and trained.
+    from those runs' recorded seconds (:func:`steelkd.experiment.plan.plan_equal_compute`) and trained,
+    after the timing runs of baselines timed on other hardware than their distilled runs
+    (:func:`steelkd.experiment.plan.plan_timing_runs`).
 
     Args:
         cfg: the experiment config.
@@ -91,6 +93,9 @@ def run_plan(
     score = _Scorer(cfg, root, test_ds, cache)
     records, trained = train_runs(plan, fit, progress, on_done=score)
     if any(e.equal_compute for e in cfg.experiments):
+        timing_plan = plan_timing_runs(cfg, records, root, here=device_name(_train_device(plan[0])))
+        timing, n_timing = train_runs(timing_plan, fit, progress, on_done=score)
+        records, trained = records + timing, trained + n_timing
         more, n_more = train_runs(plan_equal_compute(cfg, records, root), fit, progress, on_done=score)
         records, trained = records + more, trained + n_more
     if cfg.bench.size:
@@ -184,7 +189,12 @@ def _reused_record(spec: RunSpec) -> RunRecord:
     info_path = spec.dir / RUN_INFO
     info = json.loads(info_path.read_text()) if info_path.is_file() else _logged_info(spec)
     return RunRecord(
-        spec, "reused", info.get("seconds"), cpu_seconds=info.get("cpu_seconds"), device=info.get("device")
+        spec,
+        "reused",
+        info.get("seconds"),
+        cpu_seconds=info.get("cpu_seconds"),
+        device=info.get("device"),
+        hardware=info.get("hardware"),
     )
 
 
@@ -198,6 +208,7 @@ def _carried_record(spec: RunSpec, entry: dict[str, Any]) -> RunRecord:
         cpu_seconds=entry.get("cpu_seconds"),
         device=entry.get("device"),
         teacher_mdice=entry.get("teacher_mdice"),
+        hardware=entry.get("hardware"),
     )
 
 
@@ -222,7 +233,10 @@ def _train_one(spec: RunSpec, fit: FitFn, progress: bool, resume_arg: str | None
     if not (spec.model_dir / "model.json").is_file():
         raise FileNotFoundError(f"{spec.model_dir}: training finished but wrote no model")
     status = "resumed" if resume_arg else "trained"
+    from steelkd.runtime import device_name
+
     rec = RunRecord(spec, status, float(result.seconds), cpu_seconds=result.cpu_seconds, device=device)
+    rec.hardware = device_name(device)
     _write_run_info(rec)
     return rec
 
@@ -248,6 +262,7 @@ def _write_run_info(rec: RunRecord) -> None:
         "seconds": rec.seconds,
         "cpu_seconds": rec.cpu_seconds,
         "device": rec.device,
+        "hardware": rec.hardware,
         "status": rec.status,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
