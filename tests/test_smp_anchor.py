@@ -1,0 +1,69 @@
+"""scripts/smp_anchor.py: smp's Unet behind steelkd's forward contract, trained by steelkd's fit from a
+preset's role, scored on test and tabled beside the experiment's runs of that role and seed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("smp_anchor", ROOT / "scripts" / "smp_anchor.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_smp_unet_keeps_the_input_size_and_refuses_features() -> None:
+    sa = _script()
+    net = sa.SmpUnet("convnext_atto", 3)
+    assert net(torch.zeros(1, 3, 50, 70)).shape == (1, 3, 50, 70)  # padded to 64 x 96, cropped back
+    with pytest.raises(ValueError, match="no features to distil"):
+        net(torch.zeros(1, 3, 64, 64), return_features=True)
+    assert [sa._encoder(n) for n in ("resunet_convnext_atto", "resunet_convnext_femto_gc_ff")] == [
+        "convnext_atto",
+        "convnext_femto",
+    ]
+
+
+def test_anchor_trains_from_a_preset_role_and_tables_it(tmp_path: Path, monkeypatch) -> None:
+    sa = _script()
+    out = tmp_path / "anchor"
+    out.mkdir()
+    theirs = {
+        "run": "student-abc",
+        "model": "resunet_convnext_atto",
+        "model_role": "student",
+        "kind": "baseline",
+        "seed": 0,
+        "epochs": 1,
+        "mdice": 0.25,
+        "miou_bg": 0.5,
+        "cpu_seconds": 7.0,
+        "hardware": "CPU X",
+    }
+    other_seed = {**theirs, "run": "student-def", "seed": 1}
+    (tmp_path / "results.json").write_text(json.dumps({"runs": [theirs, other_seed]}))
+    argv = ["smp_anchor.py", "--config", str(ROOT / "configs/experiments/demo.yaml"), "--seed", "0"]
+    argv += ["--runs", str(tmp_path / "runs"), "--out", str(out), "--set", "train.epochs=1"]
+    argv += [f"data.root={tmp_path / 'data'}", "data.synth_n=8", "train.val_every=1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    sa.main()
+    rec = json.loads((out / "smp_unet_convnext_atto_student_s0.json").read_text())
+    assert rec["model"] == "smp_unet_convnext_atto" and rec["epochs"] == 1 and rec["best_epoch"] == 1
+    assert 0.0 <= rec["mdice"] <= 1.0 and rec["cpu_seconds"] > 0 and rec["config"]["train"]["seed"] == 0
+    assert (tmp_path / "runs" / "smp_unet_convnext_atto_student_s0" / "model" / "model.json").is_file()
+    table = (out / "anchor.md").read_text()
+    assert "| anchor student seed 0 | smp_unet_convnext_atto | 1 |" in table
+    row = "| baseline student-abc | resunet_convnext_atto | 1 | nan | 0.2500 | 0.5000 | 7.0 | CPU X |"
+    assert row in table
+    assert "student-def" not in table  # another seed
