@@ -88,7 +88,11 @@ def run_experiment(
     )
     n_equal = len(cfg.seeds) * sum(e.equal_compute for e in cfg.experiments)
     if n_equal:
-        log.info("and %d equal-compute baselines, planned once their runs are trained", n_equal)
+        log.info(
+            "and %d equal-compute baselines, planned once their runs are trained (after timing runs of "
+            "baselines carried from other hardware than their distilled runs', if any)",
+            n_equal,
+        )
     data = run_plan(cfg, plan, fit=fit, progress=progress, out_dir=out)
     write_bench_files(data.bench, out)
     deviations = paper_deviations(cfg, data.n_train + data.n_val, data.n_test)
