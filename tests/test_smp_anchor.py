@@ -3,7 +3,6 @@ preset's role, scored on test and tabled beside the experiment's runs of that ro
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -12,15 +11,11 @@ from types import ModuleType
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from script_helpers import ROOT, load_script
 
 
 def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("smp_anchor", ROOT / "scripts" / "smp_anchor.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("smp_anchor")
 
 
 def test_smp_unet_keeps_the_input_size_and_refuses_features() -> None:
