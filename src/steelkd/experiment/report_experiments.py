@@ -58,6 +58,7 @@ def experiment_section(doc: ReportDoc, ctx: ReportContext, k: int, view: Experim
         f"teacher margin over baseline student: {margin:+.3f} mDice",
         "",
     )
+    _teacher_provenance(doc, view)
     paper = PAPER_RESULTS[k] if ctx.paper_layout else None
     quote = paper if ctx.paper_models else None
     _mdice_table(doc, ctx, k, view, paper, quote)
@@ -68,6 +69,22 @@ def experiment_section(doc: ReportDoc, ctx: ReportContext, k: int, view: Experim
     _curves_figure(doc, view)
     _loss_figure(doc, view)
     _dice_figure(doc, ctx, view)
+
+
+def _teacher_provenance(doc: ReportDoc, view: ExperimentView) -> None:
+    """A line when the students learnt from the teacher as it was before it was trained again (a carried
+    teacher retrained in a later stage, on other hardware or in another session: same config and seed)."""
+    t = view.teacher
+    then = sorted({r.teacher_mdice for r in view.distilled if r.teacher_mdice is not None})
+    if not then or all(abs(x - t.metrics["mdice"]) < 1e-9 for x in then):
+        return
+    doc.add(
+        f"The distilled students learnt from the teacher as an earlier stage trained it (test mDice "
+        f"{', '.join(f'{x:.4f}' for x in then)}); the teacher in the tables is the same run config trained "
+        f"again for a later stage ({t.metrics['mdice']:.4f}, on {t.hardware or 'unrecorded hardware'}): "
+        "floating-point results differ between CPUs, so a retrained teacher is a sibling, not a copy.",
+        "",
+    )
 
 
 def _mdice_table(
