@@ -79,6 +79,8 @@ def test_a_carried_teacher_is_trained_again_for_a_new_experiment(tmp_path: Path,
     data = json.loads((out / "results.json").read_text())
     for r in data["runs"]:  # the teacher of that session scored otherwise (another CPU)
         r["teacher_mdice"] = 0.123 if r["kind"] == "distilled" else None
+        if r["role"] == "teacher":
+            r["mdice"] = r["metrics"]["mdice"] = 0.123
     (out / "results.json").write_text(json.dumps(data))
     d["experiments"].append(
         {"name": "exp2", "teacher": "teacher", "student": "student", "distill": {"method": "kd"}}
@@ -110,6 +112,9 @@ def test_a_carried_teacher_is_trained_again_for_a_new_experiment(tmp_path: Path,
     exp1, exp2 = text.split("## Experiment 2: exp2")
     assert "learnt from the teacher as an earlier stage trained it (test mDice 0.1230)" in exp1
     assert "earlier stage trained it" not in exp2  # exp2's students learnt from this teacher
+    teacher = next(r for r in _runs(out).values() if r["role"] == "teacher")
+    assert teacher["mdice"] != 0.123 and [e["mdice"] for e in teacher["earlier"]] == [0.123]
+    assert "earlier" not in teacher["earlier"][0]
 
 
 def test_results_file_that_is_not_one_is_refused(tmp_path: Path) -> None:

@@ -207,15 +207,21 @@ def write_results_json(
     ``miou_bg``, ``dice`` per class) and nested (``metrics``), for a distilled run its teacher's test
     mDice then (``teacher_mdice``), and for an equal-compute baseline what it equals
     (``equal_compute``). A later call into the same folder carries the runs listed here whose folders
-    are gone (:func:`steelkd.experiment.plan.carried_runs`).
+    are gone (:func:`steelkd.experiment.plan.carried_runs`). A run trained again (a carried teacher a new
+    run needs) that scores otherwise keeps its earlier entries under ``earlier`` (oldest first): the
+    students of an earlier stage learnt from those.
     """
+    before = _entries(path)
+    runs = [_run_entry(cfg, r) for r in data.records]
+    for entry in runs:
+        _keep_earlier(entry, before.get(entry["hash"]))
     results = {
         "name": cfg.name,
         "versions": data.versions,
         "seeds": cfg.seeds,
         "deviations": deviations,
         "bench": data.bench,
-        "runs": [_run_entry(cfg, r) for r in data.records],
+        "runs": runs,
     }
     atomic_write_text(path, json.dumps(results, indent=2, default=str) + "\n")
     return path
@@ -227,8 +233,26 @@ def record_run(path: Path, cfg: ExperimentConfig, rec: RunRecord) -> None:
     carry; the call's final :func:`write_results_json` replaces the whole file."""
     data = json.loads(path.read_text()) if path.is_file() else {"name": cfg.name, "runs": []}
     runs = [r for r in data.get("runs", []) if entry_hash(r) != rec.spec.hash]
-    data["runs"] = [*runs, _run_entry(cfg, rec)]
+    entry = _run_entry(cfg, rec)
+    _keep_earlier(entry, _entries(path).get(rec.spec.hash))
+    data["runs"] = [*runs, entry]
     atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _entries(path: Path) -> dict[str, dict[str, Any]]:
+    """The run entries of an existing ``results.json`` by hash (none: empty)."""
+    return {entry_hash(r): r for r in json.loads(path.read_text()).get("runs", [])} if path.is_file() else {}
+
+
+def _keep_earlier(entry: dict[str, Any], old: dict[str, Any] | None) -> None:
+    """Carry ``old``'s ``earlier`` entries into ``entry``, and ``old`` itself when it scored otherwise."""
+    if old is None:
+        return
+    earlier = list(old.get("earlier") or [])
+    if old.get("metrics") and old.get("mdice") != entry.get("mdice"):
+        earlier.append({k: v for k, v in old.items() if k != "earlier"})
+    if earlier:
+        entry["earlier"] = earlier
 
 
 def _run_entry(cfg: ExperimentConfig, r: RunRecord) -> dict[str, Any]:
