@@ -448,16 +448,26 @@ def plan_equal_compute(
     still to be trained or reused (one per hash; a run equal to one in ``records``, e.g. the baseline
     itself when the ratio rounds to 1, is not returned again but gets the use and the alias).
     """
-    by_alias = {a: r for r in records for a in r.spec.aliases}
     timings = {(r.spec.role, r.spec.seed, r.spec.timed_on): r for r in records if r.spec.timed_on}
     planner = _Planner(cfg, out_dir, (r.spec for r in records))
-    for e in cfg.experiments:
-        for s in cfg.seeds if e.equal_compute else []:
-            base, dist = by_alias[(e.student, "plain", s, None)], by_alias[(e.student, "kd", s, e.name)]
-            if base.hardware != dist.hardware:
-                base = timings.get((e.student, s, dist.hardware or ""), base)
-            _add_equal_compute(planner, e, s, base, dist)
+    for e, s, base, dist in _equal_compute_pairs(cfg, records):
+        if base.hardware != dist.hardware:
+            base = timings.get((e.student, s, dist.hardware or ""), base)
+        _add_equal_compute(planner, e, s, base, dist)
     return planner.new
+
+
+def _equal_compute_pairs(
+    cfg: ExperimentConfig, records: Sequence[FinishedRun]
+) -> list[tuple[ExperimentSpec, int, FinishedRun, FinishedRun]]:
+    """(experiment, seed, baseline, distilled run) of every experiment with ``equal_compute``, per seed."""
+    by_alias = {a: r for r in records for a in r.spec.aliases}
+    return [
+        (e, s, by_alias[(e.student, "plain", s, None)], by_alias[(e.student, "kd", s, e.name)])
+        for e in cfg.experiments
+        if e.equal_compute
+        for s in cfg.seeds
+    ]
 
 
 def plan_timing_runs(
@@ -476,22 +486,19 @@ def plan_timing_runs(
         ValueError: a timing run is needed for other hardware than ``here`` and none is recorded (one line:
             run the stage again on that hardware).
     """
-    by_alias = {a: r for r in records for a in r.spec.aliases}
     planner = _Planner(cfg, out_dir, (r.spec for r in records))
-    for e in cfg.experiments:
-        for s in cfg.seeds if e.equal_compute else []:
-            base, dist = by_alias[(e.student, "plain", s, None)], by_alias[(e.student, "kd", s, e.name)]
-            if base.hardware == dist.hardware or not dist.hardware:
-                continue
-            spec = planner.add(
-                f"{e.student}-timing", e.student, "baseline_timing", s, kind="timing", timed_on=dist.hardware
+    for e, s, base, dist in _equal_compute_pairs(cfg, records):
+        if base.hardware == dist.hardware or not dist.hardware:
+            continue
+        spec = planner.add(
+            f"{e.student}-timing", e.student, "baseline_timing", s, kind="timing", timed_on=dist.hardware
+        )
+        if spec.status == "train" and dist.hardware != here:
+            raise ValueError(
+                f"{dist.spec.label} was timed on {dist.hardware}, its baseline {base.spec.label} on "
+                f"{base.hardware or 'unrecorded hardware'}: its equal-compute baseline needs the "
+                f"baseline timed on {dist.hardware}, and this machine is {here}: run this stage there"
             )
-            if spec.status == "train" and dist.hardware != here:
-                raise ValueError(
-                    f"{dist.spec.label} was timed on {dist.hardware}, its baseline {base.spec.label} on "
-                    f"{base.hardware or 'unrecorded hardware'}: its equal-compute baseline needs the "
-                    f"baseline timed on {dist.hardware}, and this machine is {here}: run this stage there"
-                )
     return planner.new
 
 

@@ -234,7 +234,7 @@ def record_run(path: Path, cfg: ExperimentConfig, rec: RunRecord) -> None:
     data = json.loads(path.read_text()) if path.is_file() else {"name": cfg.name, "runs": []}
     runs = [r for r in data.get("runs", []) if entry_hash(r) != rec.spec.hash]
     entry = _run_entry(cfg, rec)
-    _keep_earlier(entry, _entries(path).get(rec.spec.hash))
+    _keep_earlier(entry, next((r for r in data.get("runs", []) if entry_hash(r) == rec.spec.hash), None))
     data["runs"] = [*runs, entry]
     atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
