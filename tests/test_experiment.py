@@ -272,6 +272,7 @@ def test_only_keeps_named_experiments_with_the_same_run_hashes(tmp_path: Path) -
 CHAIN = [
     "config",
     "plan",
+    "equal_compute",
     "results",
     "deviations",
     "run",

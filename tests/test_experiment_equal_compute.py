@@ -17,7 +17,7 @@ import torch
 
 from steelkd.config import Config, ConfigError, DistillConfig
 from steelkd.experiment import experiment_config_from_dict, plan_experiment, run_experiment
-from steelkd.experiment.plan import (
+from steelkd.experiment.equal_compute import (
     compute_ratio,
     equal_compute_epochs,
     plan_equal_compute,

@@ -94,7 +94,7 @@ class ExperimentSpec:
             the baseline's config with ``train.epochs = max(E, round(E * ratio))``, ratio = compute of
             that seed's distilled run / compute of its baseline run (CPU seconds of the run's process
             tree on the CPU, wall seconds on a GPU). Planned once those two runs are trained
-            (:func:`steelkd.experiment.plan.plan_equal_compute`).
+            (:func:`steelkd.experiment.equal_compute.plan_equal_compute`).
     """
 
     name: str

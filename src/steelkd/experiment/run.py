@@ -34,7 +34,8 @@ from steelkd.config import parse_size
 from steelkd.data import equal_size_batches
 from steelkd.evaluate import evaluate_model, predict_logits, save_metrics_json
 from steelkd.experiment.config import ExperimentConfig
-from steelkd.experiment.plan import RESULTS_JSON, RunSpec, plan_equal_compute, plan_timing_runs
+from steelkd.experiment.equal_compute import plan_equal_compute, plan_timing_runs
+from steelkd.experiment.plan import RESULTS_JSON, RunSpec
 from steelkd.experiment.results import (
     ExampleImage,
     Examples,
@@ -70,9 +71,9 @@ def run_plan(
     """Train (or reuse) every run of ``plan``, evaluate each, benchmark the models, predict the examples.
 
     After the plan's runs, the equal-compute baselines of the experiments that ask for them are planned
-    from those runs' recorded seconds (:func:`steelkd.experiment.plan.plan_equal_compute`) and trained,
-    after the timing runs of baselines timed on other hardware than their distilled runs
-    (:func:`steelkd.experiment.plan.plan_timing_runs`).
+    from those runs' recorded seconds (:func:`~steelkd.experiment.equal_compute.plan_equal_compute`) and
+    trained, after the timing runs of baselines timed on other hardware than their distilled runs
+    (:func:`~steelkd.experiment.equal_compute.plan_timing_runs`).
 
     Args:
         cfg: the experiment config.
