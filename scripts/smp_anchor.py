@@ -13,6 +13,8 @@ smp is the benchmark baseline, not a part of steelkd's models: it is registered 
 
     python scripts/smp_anchor.py --config configs/experiments/neu_seg.yaml --role student --seed 0 \\
         --runs ../study_out/smp_anchor --out results/neu_seg/anchor
+    python scripts/smp_anchor.py --config configs/experiments/neu_seg.yaml --out results/neu_seg/anchor \\
+        --table-only   # anchor.md again from the anchors' JSON and the experiment's results.json as it is now
 
 Resumes from ``<runs>/<name>/checkpoints/last.ckpt`` when it exists.
 """
@@ -85,19 +87,33 @@ def _encoder(model_name: str) -> str:
 
 
 def _experiment_runs(results: Path, role: str, seed: int) -> list[dict[str, Any]]:
-    """The experiment's baseline and timing runs of ``role`` and ``seed`` in its ``results.json``."""
+    """The experiment's baseline and timing runs of ``role`` and ``seed`` in its ``results.json``, each
+    with its best validation mDice from the log the experiment keeps (``<results dir>/logs/<run>.csv``)."""
     if not results.is_file():
         return []
     runs = json.loads(results.read_text())["runs"]
     keep = ("baseline", "baseline_timing")
-    return [r for r in runs if r["model_role"] == role and r["seed"] == seed and r["kind"] in keep]
+    mine = [r for r in runs if r["model_role"] == role and r["seed"] == seed and r["kind"] in keep]
+    for r in mine:
+        log = results.parent / "logs" / f"{r['run']}.csv"
+        if log.is_file():
+            r["best_val_mdice"] = float(read_val_curve(log)["val/mdice"].max())
+    return mine
 
 
-def _row(label: str, r: dict[str, Any]) -> str:
-    per_epoch = r["cpu_seconds"] / r["epochs"] if r.get("cpu_seconds") else float("nan")
+def _cpu_per_epoch(r: dict[str, Any]) -> float | None:
+    return r["cpu_seconds"] / r["epochs"] if r.get("cpu_seconds") else None
+
+
+def _row(label: str, r: dict[str, Any], anchor: dict[str, Any]) -> str:
+    """One table row; its cost against the anchor's only when both were timed on the same hardware."""
+    per_epoch, theirs = _cpu_per_epoch(r), _cpu_per_epoch(anchor)
+    same = r.get("hardware") and r.get("hardware") == anchor.get("hardware")
+    ratio = f"{per_epoch / theirs:.2f}" if same and per_epoch and theirs else "—"
+    val = f"{r['best_val_mdice']:.4f}" if r.get("best_val_mdice") is not None else "—"
     return (
-        f"| {label} | {r['model']} | {r['epochs']} | {r.get('best_val_mdice', float('nan')):.4f} | "
-        f"{r['mdice']:.4f} | {r['miou_bg']:.4f} | {per_epoch:.1f} | {r.get('hardware') or '?'} |"
+        f"| {label} | {r['model']} | {r['epochs']} | {val} | {r['mdice']:.4f} | {r['miou_bg']:.4f} | "
+        f"{f'{per_epoch:.1f}' if per_epoch else '—'} | {ratio} | {r.get('hardware') or '?'} |"
     )
 
 
@@ -110,17 +126,17 @@ def write_markdown(out: Path, results: Path) -> Path:
         "`Unet(\"tu-<encoder>\")` trained with its role's run config of the experiment; beside it the "
         "experiment's own runs of that role and seed from `results.json` (`baseline_timing`: the same "
         "baseline trained again on another machine for its seconds). CPU seconds per epoch compare only "
-        "between rows timed on the same hardware.",
+        "between rows timed on the same hardware (cost / anchor: — where they were not).",
         "",
         "| run | model | epochs | best val mDice | test mDice | test mIoU incl. bg | CPU s / epoch "
-        "| hardware |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| cost / anchor | hardware |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for path in sorted(out.glob("smp_unet_*.json")):
         a = json.loads(path.read_text())
-        lines.append(_row(f"anchor {a['role']} seed {a['seed']}", a))
+        lines.append(_row(f"anchor {a['role']} seed {a['seed']}", a, a))
         for r in _experiment_runs(results, a["role"], a["seed"]):
-            lines.append(_row(f"{r['kind']} {r['run']}", r))
+            lines.append(_row(f"{r['kind']} {r['run']}", r, a))
     dest = out / "anchor.md"
     atomic_write_text(dest, "\n".join(lines) + "\n")
     return dest
@@ -135,7 +151,15 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="where the anchor's JSON and anchor.md go")
     ap.add_argument("--results", default="", help="the experiment's results.json (default: <out>/../)")
     ap.add_argument("--set", nargs="*", default=[], dest="sets", help="run-config overrides KEY=VALUE")
+    ap.add_argument(
+        "--table-only", action="store_true", help="train nothing: rewrite anchor.md from --out's anchors"
+    )
     args = ap.parse_args()
+    out = Path(args.out)
+    results = Path(args.results) if args.results else out.parent / "results.json"
+    if args.table_only:
+        print(write_markdown(out, results).read_text())
+        return
 
     cfg = load_experiment_config(args.config)
     run_cfg = run_config(cfg, args.role, seed=args.seed)
@@ -161,6 +185,7 @@ def main() -> None:
         "epochs": run_cfg.train.epochs,
         "best_val_mdice": float(curve["val/mdice"].max()),
         "best_epoch": int(curve.loc[curve["val/mdice"].idxmax(), "epoch"]) + 1,
+        "val_mdice_per_epoch": [round(float(v), 4) for v in curve["val/mdice"]],
         "wall_seconds": result.seconds,
         "cpu_seconds": result.cpu_seconds,
         "hardware": device_name("cpu"),
@@ -170,10 +195,8 @@ def main() -> None:
         "dice": metrics["dice"],
         "config": run_cfg.to_dict(),
     }
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / f"{run_dir.name}.json", json.dumps(record, indent=2, default=str) + "\n")
-    results = Path(args.results) if args.results else out.parent / "results.json"
     print(write_markdown(out, results).read_text())
 
 
