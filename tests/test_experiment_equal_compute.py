@@ -186,6 +186,14 @@ def test_equal_compute_runs_reuse_results_json_and_report(
     summary = text[text.index("## Summary") : text.index("## Deviations")]
     assert "distilled − baseline" in summary and "distilled − equal-compute baseline" in summary
     assert "baseline at equal compute (5/3 epochs)" in summary
+    assert "Methods side by side" in summary
+    methods = pd.read_csv(out / "tables" / "methods.csv")
+    assert list(methods["experiment"]) == ["exp1"] and list(methods["method"]) == ["cwd"]
+    assert methods.loc[0, "− equal compute"] == pytest.approx(diff)
+    assert methods.loc[0, "− equal compute (sd)"] == pytest.approx(diff / sd)
+    assert methods.loc[0, "its epochs"] == "5/3" and methods.loc[0, "compute ratio"] == pytest.approx(2.1)
+    base_md = MeanStd.of([by_kind[("student", "baseline", s)]["mdice"] for s in (0, 1)])
+    assert methods.loc[0, "− baseline"] == pytest.approx(sum(dist_md) / 2 - base_md.mean)
 
     # a second call reads the same seconds from steelkd_run.json and reuses every run
     fit2 = ClockFit()

@@ -22,7 +22,13 @@ from typing import Any
 
 from steelkd.config import NEU_SEG_CLASSES
 from steelkd.experiment.config import ExperimentConfig
-from steelkd.experiment.results import ExperimentData, ExperimentView, RunRecord, experiment_views
+from steelkd.experiment.results import (
+    ExperimentData,
+    ExperimentView,
+    RunRecord,
+    experiment_views,
+    run_method,
+)
 from steelkd.paper import PAPER_EXPERIMENTS
 from steelkd.tables import MeanStd, Table, format_seconds
 from steelkd.trivial import result_warnings
@@ -36,7 +42,9 @@ __all__ = [
     "format_difference",
     "header_section",
     "mean_std",
+    "methods_table",
     "models_section",
+    "pooled_difference",
     "pretty_model_name",
     "runs_section",
     "summary_section",
@@ -134,6 +142,23 @@ def mean_std(recs: list[RunRecord], key: str, cls: str | None = None) -> MeanStd
     return MeanStd.of([r.metrics.get(key, {}).get(cls, float("nan")) for r in recs])
 
 
+def pooled_difference(a: MeanStd, b: MeanStd) -> tuple[float, float | None]:
+    """``a − b`` and that difference in units of the pooled standard deviation ``sqrt((s_a² + s_b²) / 2)``
+    (None with one seed or no spread).
+
+    Example:
+        >>> [round(x, 4) for x in pooled_difference(MeanStd(0.72, 0.01, 3), MeanStd(0.70, 0.01, 3))]
+        [0.02, 2.0]
+    """
+    diff, sd = a.mean - b.mean, _pooled_sd(a, b)
+    return diff, (diff / sd if sd else None)
+
+
+def _pooled_sd(a: MeanStd, b: MeanStd) -> float | None:
+    sd = math.sqrt((a.std**2 + b.std**2) / 2)
+    return sd if min(a.n, b.n) >= 2 and sd > 0 else None
+
+
 def format_difference(a: MeanStd, b: MeanStd, unit: str = "mDice") -> str:
     """``a − b``, the pooled standard deviation ``sqrt((s_a² + s_b²) / 2)`` and the difference in its units.
 
@@ -143,8 +168,8 @@ def format_difference(a: MeanStd, b: MeanStd, unit: str = "mDice") -> str:
         >>> format_difference(MeanStd(0.72, 0.0, 1), MeanStd(0.70, 0.0, 1))
         '+0.0200 mDice (one seed: no sd)'
     """
-    diff, sd = a.mean - b.mean, math.sqrt((a.std**2 + b.std**2) / 2)
-    if min(a.n, b.n) < 2 or not sd > 0:
+    diff, sd = a.mean - b.mean, _pooled_sd(a, b)
+    if sd is None:
         return f"{diff:+.4f} {unit} (one seed: no sd)"
     return f"{diff:+.4f} {unit} (pooled sd {sd:.4f}, {diff / sd:+.1f} sd)"
 
@@ -214,6 +239,8 @@ def summary_section(doc: ReportDoc, ctx: ReportContext) -> None:
                 f"distilled − equal-compute baseline {format_difference(a, eq)}"
             )
         doc.add(line)
+    doc.add("")
+    methods_table(doc, ctx)
     unlearned = [f"- `{r.spec.label}`: {w}" for r in ctx.data.records for w in result_warnings(r.metrics)]
     if unlearned:
         doc.add(
@@ -230,6 +257,34 @@ def equal_compute_epochs(view: ExperimentView) -> str:
     """The equal-compute baselines' epochs: one number, or one per seed (``5/3``)."""
     epochs = [r.spec.config.train.epochs for r in view.equal_compute]
     return str(epochs[0]) if len(set(epochs)) == 1 else "/".join(map(str, epochs))
+
+
+def methods_table(doc: ReportDoc, ctx: ReportContext) -> None:
+    """Every experiment's method in one table (``tables/methods.csv``): the distilled students against
+    the baseline and the equal-compute baseline, each difference also in pooled standard deviations."""
+    with_eq = any(v.equal_compute for v in ctx.views)
+    rows = []
+    for v in ctx.views:
+        b, a = mean_std(v.baselines, "mdice"), mean_std(v.distilled, "mdice")
+        row = [v.spec.name, run_method(v.distilled[0].spec.config), a, b, *pooled_difference(a, b)]
+        if with_eq and v.equal_compute:
+            eq = mean_std(v.equal_compute, "mdice")
+            row += [eq, equal_compute_epochs(v), MeanStd.of(v.ratios), *pooled_difference(a, eq)]
+        elif with_eq:
+            row += [None] * 5
+        rows.append(row)
+    cols = ["experiment", "method", "distilled mDice", "baseline mDice", "− baseline", "− baseline (sd)"]
+    if with_eq:
+        cols += ["equal-compute mDice", "its epochs", "compute ratio", "− equal compute"]
+        cols += ["− equal compute (sd)"]
+    table = Table(
+        "Methods side by side (test mDice, mean ± std over seeds; − X: distilled minus baseline X, "
+        "(sd): in pooled standard deviations)",
+        cols,
+        rows,
+        col_digits={"− baseline (sd)": 1, "− equal compute (sd)": 1, "compute ratio": 2},
+    )
+    doc.titled_table(table, "methods.csv")
 
 
 def deviations_section(doc: ReportDoc, ctx: ReportContext) -> None:
