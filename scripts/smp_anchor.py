@@ -34,6 +34,7 @@ from steelkd.data import build_datasets
 from steelkd.engine import fit
 from steelkd.evaluate import evaluate_model
 from steelkd.experiment.config import load_experiment_config, run_config
+from steelkd.experiment.results import kept_log
 from steelkd.figures import read_val_curve
 from steelkd.io import atomic_write_text
 from steelkd.models import load_model
@@ -95,7 +96,7 @@ def _experiment_runs(results: Path, role: str, seed: int) -> list[dict[str, Any]
     keep = ("baseline", "baseline_timing")
     mine = [r for r in runs if r["model_role"] == role and r["seed"] == seed and r["kind"] in keep]
     for r in mine:
-        log = results.parent / "logs" / f"{r['run']}.csv"
+        log = kept_log(results.parent, r["run"])
         if log.is_file():
             r["best_val_mdice"] = float(read_val_curve(log)["val/mdice"].max())
     return mine
