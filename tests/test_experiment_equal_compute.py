@@ -194,6 +194,13 @@ def test_equal_compute_runs_reuse_results_json_and_report(
     assert methods.loc[0, "its epochs"] == "5/3" and methods.loc[0, "compute ratio"] == pytest.approx(2.1)
     base_md = MeanStd.of([by_kind[("student", "baseline", s)]["mdice"] for s in (0, 1)])
     assert methods.loc[0, "− baseline"] == pytest.approx(sum(dist_md) / 2 - base_md.mean)
+    # the undistilled student by schedule length: the baselines' epochs, then each equal-compute run's
+    schedule = pd.read_csv(out / "tables" / "schedule.csv")
+    assert list(schedule["student"]) == ["student"] * 3 and list(schedule["epochs"]) == [EPOCHS, 3, 5]
+    assert list(schedule["runs"]) == ["baseline x2", "equal compute x1", "equal compute x1"]
+    assert schedule.loc[0, "mDice"] == pytest.approx(base_md.mean)
+    assert schedule.loc[2, "mDice"] == pytest.approx(eq0["mdice"])
+    assert "Undistilled students by schedule length" in summary
 
     # a second call reads the same seconds from steelkd_run.json and reuses every run
     fit2 = ClockFit()

@@ -47,6 +47,7 @@ __all__ = [
     "pooled_difference",
     "pretty_model_name",
     "runs_section",
+    "schedule_table",
     "summary_section",
 ]
 
@@ -241,6 +242,7 @@ def summary_section(doc: ReportDoc, ctx: ReportContext) -> None:
         doc.add(line)
     doc.add("")
     methods_table(doc, ctx)
+    schedule_table(doc, ctx)
     unlearned = [f"- `{r.spec.label}`: {w}" for r in ctx.data.records for w in result_warnings(r.metrics)]
     if unlearned:
         doc.add(
@@ -285,6 +287,42 @@ def methods_table(doc: ReportDoc, ctx: ReportContext) -> None:
         col_digits={"− baseline (sd)": 1, "− equal compute (sd)": 1, "compute ratio": 2},
     )
     doc.titled_table(table, "methods.csv")
+
+
+def schedule_table(doc: ReportDoc, ctx: ReportContext) -> None:
+    """The undistilled students by schedule length (``tables/schedule.csv``), when they were trained for
+    more than one: baseline, timing and equal-compute runs of the same recipe, grouped by epochs. It shows
+    what a longer plain schedule buys, the yardstick of any distillation gain (each schedule's warm-up and
+    cosine span its own length, so a longer run is another curve, not a continuation)."""
+    students = {e.student for e in ctx.cfg.experiments}
+    groups: dict[tuple[str, int], list[RunRecord]] = {}
+    for r in ctx.data.records:
+        if r.spec.role in students and r.spec.teacher is None:
+            groups.setdefault((r.spec.role, r.spec.config.train.epochs), []).append(r)
+    if all(len({e for role2, e in groups if role2 == role}) < 2 for role in students):
+        return
+    rows = []
+    for (role, epochs), recs in sorted(groups.items()):
+        kinds: dict[str, int] = {}
+        for r in recs:
+            kinds[_plain_kind(r)] = kinds.get(_plain_kind(r), 0) + 1
+        used = ", ".join(f"{k} x{n}" for k, n in kinds.items())
+        seeds = "/".join(str(r.spec.seed) for r in recs)
+        rows.append([role, epochs, used, seeds, mean_std(recs, "mdice"), mean_std(recs, "miou_bg")])
+    table = Table(
+        "Undistilled students by schedule length (test mDice, mean ± std over every run of that length: "
+        "baselines, timing runs and equal-compute baselines of the same recipe)",
+        ["student", "epochs", "runs", "seeds", "mDice", "mIoU (incl. bg)"],
+        rows,
+    )
+    doc.titled_table(table, "schedule.csv")
+
+
+def _plain_kind(r: RunRecord) -> str:
+    """What an undistilled student run is for: ``timing``, ``equal compute`` or ``baseline``."""
+    if r.spec.timed_on:
+        return "timing"
+    return "equal compute" if "baseline_equal_compute" in r.spec.uses else "baseline"
 
 
 def deviations_section(doc: ReportDoc, ctx: ReportContext) -> None:
