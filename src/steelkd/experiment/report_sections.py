@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from steelkd.experiment.results import (
     ExperimentView,
     RunRecord,
     experiment_views,
+    run_kind,
     run_method,
 )
 from steelkd.paper import PAPER_EXPERIMENTS
@@ -50,6 +52,14 @@ __all__ = [
     "schedule_table",
     "summary_section",
 ]
+
+
+_SCHEDULE_KIND = {
+    "baseline": "baseline",
+    "baseline_timing": "timing",
+    "baseline_equal_compute": "equal compute",
+}
+"""The schedule table's name of each undistilled :func:`~steelkd.experiment.results.run_kind`."""
 
 
 # ------------------------------------------------------------------------------------------ the pieces
@@ -299,13 +309,11 @@ def schedule_table(doc: ReportDoc, ctx: ReportContext) -> None:
     for r in ctx.data.records:
         if r.spec.role in students and r.spec.teacher is None:
             groups.setdefault((r.spec.role, r.spec.config.train.epochs), []).append(r)
-    if all(len({e for role2, e in groups if role2 == role}) < 2 for role in students):
+    if max(Counter(role for role, _ in groups).values(), default=0) < 2:
         return
     rows = []
     for (role, epochs), recs in sorted(groups.items()):
-        kinds: dict[str, int] = {}
-        for r in recs:
-            kinds[_plain_kind(r)] = kinds.get(_plain_kind(r), 0) + 1
+        kinds = Counter(_SCHEDULE_KIND[run_kind(r.spec)] for r in recs)
         used = ", ".join(f"{k} x{n}" for k, n in kinds.items())
         seeds = "/".join(str(r.spec.seed) for r in recs)
         rows.append([role, epochs, used, seeds, mean_std(recs, "mdice"), mean_std(recs, "miou_bg")])
@@ -316,13 +324,6 @@ def schedule_table(doc: ReportDoc, ctx: ReportContext) -> None:
         rows,
     )
     doc.titled_table(table, "schedule.csv")
-
-
-def _plain_kind(r: RunRecord) -> str:
-    """What an undistilled student run is for: ``timing``, ``equal compute`` or ``baseline``."""
-    if r.spec.timed_on:
-        return "timing"
-    return "equal compute" if "baseline_equal_compute" in r.spec.uses else "baseline"
 
 
 def deviations_section(doc: ReportDoc, ctx: ReportContext) -> None:
